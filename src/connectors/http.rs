@@ -1,0 +1,226 @@
+//! HTTP plumbing shared by connectors: rate limit → request with timeout → retry decisions, in one place.
+
+use std::num::NonZeroU32;
+use std::sync::Once;
+use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use rand::Rng;
+
+use crate::project::Secret;
+
+/// The client could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build HTTP client: {0}")]
+pub struct HttpError(String);
+
+/// A response that is final: success, or an error not worth retrying.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A request that failed for good.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// Retries exhausted on 429/5xx/timeouts, or a limit that will not clear soon.
+    GaveUp { message: String },
+}
+
+/// The result of [`Client::post_json`]: the response or failure, plus what it cost.
+#[derive(Debug)]
+pub struct Sent {
+    pub result: Result<Response, Failure>,
+    pub api_calls: u64,
+    pub throttled: u64,
+}
+
+/// How a connector classifies a 429 body: some limits clear in seconds, some at midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// Wait (Retry-After, else backoff) and try again.
+    Retry,
+    /// Do not retry in this run.
+    Stop,
+}
+
+/// Retry policy knobs.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_retries: u32,
+    pub base: Duration,
+    pub cap: Duration,
+}
+
+impl RetryPolicy {
+    /// Full-jitter exponential backoff: a random wait in [0, min(cap, base·2^attempt)].
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.min(16));
+        let ceiling = exp.min(self.cap);
+        let ms = rand::rng().random_range(0..=ceiling.as_millis().max(1) as u64);
+        Duration::from_millis(ms).max(self.base / 4)
+    }
+}
+
+/// A rate-limited, retrying JSON client for one CRM account.
+pub struct Client {
+    http: reqwest::Client,
+    limiter: DefaultDirectRateLimiter,
+    retry: RetryPolicy,
+    token: Secret,
+}
+
+static TLS_PROVIDER: Once = Once::new();
+
+impl Client {
+    /// `requests` per `per_secs`, spaced evenly: a rolling-window limit like HubSpot's
+    /// is never exceeded by a burst, and the whole budget is still used.
+    pub fn new(
+        token: Secret,
+        requests: u32,
+        per_secs: u32,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, HttpError> {
+        TLS_PROVIDER.call_once(|| {
+            // Another part of the process may have installed one already; either is fine.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        });
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HttpError(e.to_string()))?;
+        // A 1% margin keeps clock skew between us and the server from tipping a window over.
+        let period = Duration::from_secs_f64(per_secs as f64 / requests.max(1) as f64 * 1.01);
+        let quota = Quota::with_period(period)
+            .ok_or_else(|| HttpError("rate limit period is zero".into()))?
+            .allow_burst(NonZeroU32::MIN);
+        Ok(Client {
+            http,
+            limiter: RateLimiter::direct(quota),
+            retry,
+            token,
+        })
+    }
+
+    /// POSTs JSON, waiting for the rate limiter before every attempt and retrying
+    /// 429, 5xx, timeouts and connection failures. `classify_429` reads a 429 body.
+    pub async fn post_json(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        classify_429: impl Fn(&str) -> Throttle,
+    ) -> Sent {
+        let mut api_calls = 0;
+        let mut throttled = 0;
+        let mut attempt = 0;
+        loop {
+            self.limiter.until_ready().await;
+            api_calls += 1;
+            let resp = self
+                .http
+                .post(url)
+                .bearer_auth(self.token.expose())
+                .json(body)
+                .send()
+                .await;
+            let (wait, why) = match resp {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    let retry_after = r
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<f64>().ok())
+                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
+                    let text = match r.text().await {
+                        Ok(t) => t,
+                        Err(e) => {
+                            // The body was cut off: the request may or may not have applied; upserts are safe to resend.
+                            let why = format!("reading the response failed: {e}");
+                            if attempt >= self.retry.max_retries {
+                                return Sent { result: Err(Failure::GaveUp { message: why }), api_calls, throttled };
+                            }
+                            attempt += 1;
+                            tokio::time::sleep(self.retry.backoff(attempt)).await;
+                            continue;
+                        }
+                    };
+                    if status == 429 {
+                        throttled += 1;
+                        if classify_429(&text) == Throttle::Stop {
+                            return Sent {
+                                result: Err(Failure::GaveUp {
+                                    message: format!("HTTP 429: {}", text.trim()),
+                                }),
+                                api_calls,
+                                throttled,
+                            };
+                        }
+                        (retry_after, format!("HTTP 429: {}", text.trim()))
+                    } else if status >= 500 {
+                        (retry_after, format!("HTTP {status}: {}", text.trim()))
+                    } else {
+                        return Sent {
+                            result: Ok(Response { status, body: text }),
+                            api_calls,
+                            throttled,
+                        };
+                    }
+                }
+                Err(e) => (None, describe(&e)),
+            };
+            if attempt >= self.retry.max_retries {
+                return Sent {
+                    result: Err(Failure::GaveUp {
+                        message: format!("gave up after {} attempts: {why}", attempt + 1),
+                    }),
+                    api_calls,
+                    throttled,
+                };
+            }
+            attempt += 1;
+            let delay = wait.unwrap_or_else(|| self.retry.backoff(attempt));
+            tracing::debug!(url, attempt, delay_ms = delay.as_millis() as u64, "retrying: {why}");
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+/// A transport error in words, without the URL's query (which could carry a secret).
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "could not connect"
+    } else {
+        "request failed"
+    };
+    let url = e
+        .url()
+        .map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()))
+        .unwrap_or_default();
+    format!("{kind}: {url}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_retries: 5,
+            base: Duration::from_millis(100),
+            cap: Duration::from_secs(2),
+        };
+        for attempt in 0..20 {
+            let d = p.backoff(attempt);
+            assert!(d <= Duration::from_secs(2), "attempt {attempt}: {d:?}");
+            assert!(d >= Duration::from_millis(25));
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! handoff: a reverse-ETL sync daemon for revenue handoffs.
+//!
+//! Data teams write SQL models over warehouse tables; handoff runs them with
+//! Apache DataFusion, diffs each result against what it last synced, and writes
+//! only the changes to the CRM through rate-limited connectors.
+//!
+//! # Layout
+//!
+//! - [`project`]: load and validate `handoff.toml`, `models/`, `connectors/` (pure; collects every error).
+//! - [`warehouse`]: the DataFusion context and its table sources.
+//! - [`model`]: run a model read-only; key checks.
+//! - [`diff`]: fingerprints and the [`diff::ChangeSet`] (pure, no I/O).
+//! - [`state`]: the state store (sqlx): SQLite by default, Postgres when shared.
+//! - [`sync`]: one run end to end: plan → connector → commit → run record.
+//! - [`connectors`]: the [`connectors::Destination`] trait, shared HTTP plumbing and HubSpot.
+//! - [`sandbox`]: a local HubSpot API emulator for tests, the demo and benchmarks.
+//! - [`report`]: run summaries for the terminal and JSON Lines.
+//! - [`demo`]: the offline quickstart: sample warehouse, sandbox, two runs.
+//! - [`cli`]: the command-line interface.
+
+pub mod cli;
+pub mod connectors;
+pub mod demo;
+pub mod diff;
+pub mod model;
+pub mod project;
+pub mod report;
+pub mod sandbox;
+pub mod state;
+pub mod sync;
+pub mod warehouse;

@@ -1,0 +1,510 @@
+//! CRM object endpoints (`/crm/v3/objects/{type}/…`): batch upsert, batch read, read one.
+
+use std::collections::{BTreeMap, HashSet};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::super::errors::{
+    ApiError, MAX_BATCH_INPUTS, PORTAL_ID, PropertyError, StandardError, invalid_json,
+};
+use super::super::store::{IdProperty, ObjectType, Record, SYSTEM_PROPERTIES, Table, timestamp};
+use super::super::{Data, Owner, Shared};
+
+/// Adds every object type's routes (paths relative to `/crm`).
+pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
+    for kind in ObjectType::ALL {
+        let base = format!("/v3/objects/{}", kind.path());
+        router = router
+            .route(
+                &format!("{base}/batch/upsert"),
+                post(move |State(state): State<Shared>, body: Bytes| async move {
+                    batch_upsert(&state, kind, &body)
+                }),
+            )
+            .route(
+                &format!("{base}/batch/read"),
+                post(move |State(state): State<Shared>, body: Bytes| async move {
+                    batch_read(&state, kind, &body)
+                }),
+            )
+            .route(
+                &format!("{base}/{{{}}}", kind.id_param()),
+                get(
+                    move |State(state): State<Shared>,
+                          Path(id): Path<String>,
+                          query: Result<Query<Vec<(String, String)>>, QueryRejection>| async move {
+                        read_one(&state, kind, &id, query)
+                    },
+                ),
+            );
+    }
+    router
+}
+
+/// `BatchInputSimplePublicObjectBatchInputUpsert`.
+#[derive(Debug, Deserialize)]
+struct UpsertRequest {
+    inputs: Vec<UpsertInput>,
+}
+
+/// `SimplePublicObjectBatchInputUpsert`; property values must be strings, as HubSpot requires.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UpsertInput {
+    id: String,
+    #[serde(default)]
+    id_property: Option<String>,
+    properties: BTreeMap<String, String>,
+    #[serde(default)]
+    object_write_trace_id: Option<String>,
+}
+
+/// `SimplePublicUpsertObject`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UpsertResult {
+    id: String,
+    properties: BTreeMap<String, String>,
+    created_at: String,
+    updated_at: String,
+    archived: bool,
+    new: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_write_trace_id: Option<String>,
+}
+
+/// `SimplePublicObject`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ObjectResult {
+    id: String,
+    properties: BTreeMap<String, String>,
+    created_at: String,
+    updated_at: String,
+    archived: bool,
+}
+
+/// `BatchResponse…` and `BatchResponse…WithErrors`: one shape, the error fields only on a 207.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BatchResponse<T> {
+    status: &'static str,
+    results: Vec<T>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    num_errors: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<StandardError>>,
+    started_at: String,
+    completed_at: String,
+}
+
+impl<T: Serialize> BatchResponse<T> {
+    fn respond(results: Vec<T>, errors: Vec<StandardError>, started: DateTime<Utc>) -> Response {
+        let partial = !errors.is_empty();
+        let body = BatchResponse {
+            status: "COMPLETE",
+            results,
+            num_errors: partial.then_some(errors.len()),
+            errors: partial.then_some(errors),
+            started_at: timestamp(started),
+            completed_at: timestamp(Utc::now()),
+        };
+        let status = if partial {
+            StatusCode::MULTI_STATUS
+        } else {
+            StatusCode::OK
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let started = Utc::now();
+    let request: UpsertRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    if request.inputs.len() > MAX_BATCH_INPUTS {
+        return Err(ApiError::TooManyInputs);
+    }
+    let keyed = request
+        .inputs
+        .into_iter()
+        .map(|input| {
+            let by = id_property(kind, input.id_property.as_deref(), "update/upsert")?;
+            Ok((by, input))
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    reject_duplicates(
+        kind,
+        keyed.iter().map(|(by, input)| (*by, input.id.as_str())),
+    )?;
+
+    let mut data = state.lock();
+    let Data { store, owners, .. } = &mut *data;
+    let table = store.table_mut(kind);
+    let now = Utc::now();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    // Inputs apply in order and independently: one bad record does not hold back the rest.
+    for (by, input) in keyed {
+        match upsert_one(table, owners, by, input, now) {
+            Ok(result) => results.push(result),
+            Err(error) => errors.push(error),
+        }
+    }
+    data.stats.records_written += results.len() as u64;
+    drop(data);
+    Ok(BatchResponse::respond(results, errors, started))
+}
+
+fn upsert_one(
+    table: &mut Table,
+    owners: &[Owner],
+    by: IdProperty,
+    input: UpsertInput,
+    now: DateTime<Utc>,
+) -> Result<UpsertResult, StandardError> {
+    let mut problems = Vec::new();
+    let existing = match by {
+        IdProperty::RecordId => Some(
+            table
+                .resolve(&input.id, by)
+                .ok_or_else(|| not_found_one(&input.id))?,
+        ),
+        IdProperty::Unique(property) => {
+            if let Some(problem) = check_property(property, &input.id, owners) {
+                problems.push(problem);
+            }
+            table.resolve(&input.id, by)
+        }
+    };
+    problems.extend(
+        input
+            .properties
+            .iter()
+            .filter_map(|(name, value)| check_property(name, value, owners)),
+    );
+    if !problems.is_empty() {
+        return Err(StandardError::invalid_properties(&input.id, &problems));
+    }
+
+    let mut changes = input.properties;
+    if let (None, IdProperty::Unique(property)) = (existing, by) {
+        // A record created by its unique value carries that value.
+        let value = changes.entry(property.to_owned()).or_default();
+        if value.is_empty() {
+            value.clone_from(&input.id);
+        }
+    }
+    if let Some((_, holder)) = table.unique_conflict(existing, &changes) {
+        return Err(StandardError::new(
+            "CONFLICT",
+            format!("Contact already exists. Existing ID: {holder}"),
+            vec![input.id],
+        ));
+    }
+
+    let (record, new) = match existing {
+        Some(id) => match table.update(id, &changes, now) {
+            Some(record) => (record, false),
+            None => return Err(not_found_one(&input.id)),
+        },
+        None => (table.create(&changes, now), true),
+    };
+    Ok(UpsertResult {
+        id: record.id.to_string(),
+        properties: record.properties.clone(),
+        created_at: timestamp(record.created_at),
+        updated_at: timestamp(record.updated_at),
+        archived: false,
+        new,
+        object_write_trace_id: input.object_write_trace_id,
+    })
+}
+
+fn not_found_one(id: &str) -> StandardError {
+    StandardError::new(
+        "OBJECT_NOT_FOUND",
+        "Object not found.  objectId are usually numeric.".to_owned(),
+        vec![id.to_owned()],
+    )
+}
+
+/// HubSpot's per-property checks: the value's format, and that an owner exists and is active.
+fn check_property(name: &str, value: &str, owners: &[Owner]) -> Option<PropertyError> {
+    // An empty value clears the property, so there is nothing to check.
+    if value.is_empty() {
+        return None;
+    }
+    match name {
+        "email" if !valid_email(value) => Some(PropertyError::new(
+            name,
+            "INVALID_EMAIL",
+            format!("Email address {value} is invalid"),
+        )),
+        "hubspot_owner_id" => {
+            if value.trim().parse::<u64>().is_err() {
+                Some(PropertyError::new(
+                    name,
+                    "INVALID_INTEGER",
+                    format!("{value} was not a valid integer (for owner ID)."),
+                ))
+            } else if !owners
+                .iter()
+                .any(|owner| !owner.archived && owner.id == value.trim())
+            {
+                Some(PropertyError::new(
+                    name,
+                    "INVALID_OWNER_ID",
+                    format!("{value} is not a valid owner id"),
+                ))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    }
+}
+
+/// A pragmatic address check: one `@`, a dot-atom local part, a dotted domain with an alphabetic TLD.
+fn valid_email(value: &str) -> bool {
+    let value = value.trim();
+    let Some((local, domain)) = value.split_once('@') else {
+        return false;
+    };
+    let local_ok = !local.is_empty()
+        && local.len() <= 64
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
+    let labels: Vec<&str> = domain.split('.').collect();
+    let domain_ok = labels.len() >= 2
+        && labels.iter().all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
+    local_ok && domain_ok
+}
+
+fn id_property(kind: ObjectType, name: Option<&str>, action: &str) -> Result<IdProperty, ApiError> {
+    kind.id_property(name).ok_or_else(|| {
+        ApiError::Validation(format!(
+            "Unable to perform {action} by non-unique {} property {} in portal ID {PORTAL_ID}",
+            kind.type_id(),
+            name.unwrap_or_default()
+        ))
+    })
+}
+
+/// HubSpot refuses a whole batch that names one record twice.
+fn reject_duplicates<'a>(
+    kind: ObjectType,
+    ids: impl Iterator<Item = (IdProperty, &'a str)>,
+) -> Result<(), ApiError> {
+    let mut seen = HashSet::new();
+    let mut duplicates: Vec<String> = Vec::new();
+    for (by, id) in ids {
+        let key = match by {
+            IdProperty::RecordId => (None, id.trim().to_owned()),
+            IdProperty::Unique(property) => (Some(property), kind.normalize(property, id)),
+        };
+        if !seen.insert(key) && !duplicates.iter().any(|d| d == id) {
+            duplicates.push(id.to_owned());
+        }
+    }
+    if duplicates.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::DuplicateIds(duplicates))
+    }
+}
+
+/// `BatchReadInputSimplePublicObjectId`; `properties` defaults to the type's default set.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadRequest {
+    #[serde(default)]
+    id_property: Option<String>,
+    inputs: Vec<ReadInput>,
+    #[serde(default)]
+    properties: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReadInput {
+    id: String,
+}
+
+fn batch_read(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let started = Utc::now();
+    let request: ReadRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    if request.inputs.len() > MAX_BATCH_INPUTS {
+        return Err(ApiError::TooManyInputs);
+    }
+    let by = id_property(kind, request.id_property.as_deref(), "read")?;
+
+    let data = state.lock();
+    let table = data.store.table(kind);
+    let mut found = HashSet::new();
+    let mut results = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for input in &request.inputs {
+        match table.resolve(&input.id, by).and_then(|id| table.get(id)) {
+            Some(record) => {
+                if found.insert(record.id) {
+                    results.push(object_result(kind, record, &request.properties));
+                }
+            }
+            None => {
+                if !missing.contains(&input.id) {
+                    missing.push(input.id.clone());
+                }
+            }
+        }
+    }
+    drop(data);
+    // HubSpot reports every missing id in one error.
+    let errors = if missing.is_empty() {
+        Vec::new()
+    } else {
+        vec![StandardError::new(
+            "OBJECT_NOT_FOUND",
+            format!(
+                "Could not get some {} objects, they may be deleted or not exist. Check that ids are valid.",
+                kind.error_name()
+            ),
+            missing,
+        )]
+    };
+    Ok(BatchResponse::respond(results, errors, started))
+}
+
+fn read_one(
+    state: &Shared,
+    kind: ObjectType,
+    id: &str,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let mut id_property_name = None;
+    let mut properties = Vec::new();
+    let mut archived = false;
+    for (name, value) in query {
+        match name.as_str() {
+            "idProperty" => id_property_name = Some(value),
+            // Both `properties=a,b` and repeated `properties=a&properties=b` are accepted.
+            "properties" => properties.extend(
+                value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(str::to_owned),
+            ),
+            "archived" => archived = value == "true",
+            _ => {}
+        }
+    }
+    let by = id_property(kind, id_property_name.as_deref(), "read")?;
+    let data = state.lock();
+    let table = data.store.table(kind);
+    // Nothing is ever archived here, so asking for archived records finds none.
+    let record = (!archived)
+        .then(|| table.resolve(id, by).and_then(|found| table.get(found)))
+        .flatten()
+        .ok_or_else(|| ApiError::ObjectNotFound(id.to_owned()))?;
+    let body = object_result(kind, record, &properties);
+    drop(data);
+    Ok(axum::Json(body).into_response())
+}
+
+/// The requested properties that have values, plus the ones HubSpot always returns.
+fn object_result(kind: ObjectType, record: &Record, requested: &[String]) -> ObjectResult {
+    let wanted = |name: &str| {
+        if requested.is_empty() {
+            kind.default_properties().contains(&name)
+        } else {
+            SYSTEM_PROPERTIES.contains(&name) || requested.iter().any(|r| r == name)
+        }
+    };
+    ObjectResult {
+        id: record.id.to_string(),
+        properties: record
+            .properties
+            .iter()
+            .filter(|(name, _)| wanted(name))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
+        created_at: timestamp(record.created_at),
+        updated_at: timestamp(record.updated_at),
+        archived: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_validation() {
+        for good in [
+            "a@b.co",
+            "first.last+tag@sub.example.com",
+            " Padded@Example.com ",
+            "o'brien@x-y.io",
+        ] {
+            assert!(valid_email(good), "{good}");
+        }
+        for bad in [
+            "not-an-email",
+            "a@b",
+            "@b.com",
+            "a@.com",
+            "a@b.c",
+            "a b@c.com",
+            "a@@b.com",
+            "a..b@c.com",
+            "a@b.com.",
+            "a@-b.com",
+            "a@b.c0m",
+            "",
+        ] {
+            assert!(!valid_email(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn duplicates_compare_normalized_emails() {
+        let by = IdProperty::Unique("email");
+        let err = reject_duplicates(
+            ObjectType::Contacts,
+            [(by, "A@x.io"), (by, "b@x.io"), (by, "a@X.io ")].into_iter(),
+        )
+        .expect_err("a duplicate");
+        assert_eq!(
+            err.to_string(),
+            "Duplicate IDs found in batch input: [a@X.io ]. IDs must be unique"
+        );
+        // The same text by record id and by email names different things.
+        assert!(
+            reject_duplicates(
+                ObjectType::Contacts,
+                [(by, "1001"), (IdProperty::RecordId, "1001")].into_iter()
+            )
+            .is_ok()
+        );
+    }
+}

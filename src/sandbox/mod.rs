@@ -1,0 +1,372 @@
+//! A local HubSpot API emulator for tests, the demo and benchmarks.
+//!
+//! It speaks the slice of HubSpot's CRM API the connectors use, with the same
+//! JSON shapes (from HubSpot's published OpenAPI specs), the same error bodies
+//! and the same rate limits and headers, so a sync can run end to end offline.
+//! Everything lives in memory.
+//!
+//! | route | what |
+//! | --- | --- |
+//! | `POST /crm/v3/objects/contacts/batch/upsert` | create or update by `email` (or record id) |
+//! | `POST /crm/v3/objects/contacts/batch/read` | read by `email` or record id |
+//! | `GET /crm/v3/objects/contacts/{contactId}` | read one (`?idProperty=email`) |
+//! | `GET /crm/v3/owners`, `GET /crm/v3/owners/{ownerId}` | the seeded owners, paged |
+//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic counters ([`SandboxStats`]) |
+//! | `GET /_sandbox/contacts` | every stored contact |
+//! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms` |
+//! | `POST /_sandbox/reset` | back to the seed and the startup limits |
+//! | `GET /_sandbox/health` | liveness |
+//!
+//! `/crm` requests need `Authorization: Bearer <token>` and pass through one
+//! gate (auth, rate limit, counters, rate-limit headers), so new object types
+//! and vendors only add handlers.
+
+mod errors;
+mod hubspot;
+mod inspect;
+mod limits;
+mod stats;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use errors::ApiError;
+use limits::{DEFAULT_WINDOW_MS, Limits, RateLimiter};
+use store::{ObjectStore, ObjectType};
+
+pub use stats::SandboxStats;
+
+/// The sandbox's default address is `http://127.0.0.1:4010`.
+pub const DEFAULT_PORT: u16 = 4010;
+
+/// How to run a sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Where to listen; port 0 picks any free port (see [`SandboxConfig::ephemeral`]).
+    pub listen: SocketAddr,
+    /// HubSpot's `TEN_SECONDLY_ROLLING` limit; `0` means unlimited.
+    pub burst_per_10s: u32,
+    /// HubSpot's `DAILY` limit; `0` means unlimited.
+    pub daily_limit: u64,
+    /// When set, only this bearer token is accepted; otherwise any non-empty one.
+    pub token: Option<String>,
+    /// The owners and contacts the sandbox starts with (and returns to on reset).
+    pub seed: Seed,
+}
+
+impl Default for SandboxConfig {
+    /// HubSpot's Free/Starter limits on `127.0.0.1:4010`, seeded with [`Seed::demo`].
+    fn default() -> Self {
+        SandboxConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, DEFAULT_PORT)),
+            burst_per_10s: 100,
+            daily_limit: 250_000,
+            token: None,
+            seed: Seed::demo(),
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The defaults on a free port of 127.0.0.1, for tests that run side by side.
+    pub fn ephemeral() -> Self {
+        SandboxConfig {
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            ..SandboxConfig::default()
+        }
+    }
+}
+
+/// The data a sandbox starts with.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    /// Owners served by `/crm/v3/owners`; archived ones cannot be assigned.
+    pub owners: Vec<Owner>,
+    /// Contacts that exist before the first request, as property maps.
+    pub contacts: Vec<BTreeMap<String, String>>,
+}
+
+impl Seed {
+    /// Eight active owners, ids `"101"`..=`"108"` with emails `rep1@demo.handoff.dev`..`rep8@…`,
+    /// and one archived owner, `"109"` (`rep9@demo.handoff.dev`). No contacts.
+    pub fn demo() -> Seed {
+        const NAMES: [(&str, &str); 9] = [
+            ("Ava", "Chen"),
+            ("Ben", "Okafor"),
+            ("Carla", "Diaz"),
+            ("Dev", "Sharma"),
+            ("Elena", "Rossi"),
+            ("Felix", "Wagner"),
+            ("Grace", "Kim"),
+            ("Hugo", "Martin"),
+            ("Ivy", "Lopez"),
+        ];
+        // A fixed date keeps owner payloads identical from run to run.
+        let created = Utc
+            .with_ymd_and_hms(2024, 1, 15, 9, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let owners = NAMES
+            .iter()
+            .zip(1_u64..)
+            .map(|((first, last), n)| Owner {
+                id: (100 + n).to_string(),
+                email: format!("rep{n}@demo.handoff.dev"),
+                first_name: (*first).to_owned(),
+                last_name: (*last).to_owned(),
+                user_id: 9_000_100 + n,
+                archived: n == 9,
+                teams: Vec::new(),
+                created_at: created,
+                updated_at: created,
+            })
+            .collect();
+        Seed {
+            owners,
+            contacts: Vec::new(),
+        }
+    }
+}
+
+/// A HubSpot owner (a user records can be assigned to), as `PublicOwner` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The owner id, the value of `hubspot_owner_id`.
+    pub id: String,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// The user id behind the owner (a different number from `id`, as in HubSpot).
+    pub user_id: u64,
+    /// Archived owners are listed only with `archived=true` and cannot be assigned.
+    pub archived: bool,
+    pub teams: Vec<OwnerTeam>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A team an owner belongs to (`PublicTeam`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerTeam {
+    pub id: String,
+    pub name: String,
+    pub primary: bool,
+}
+
+/// One stored CRM object as `/_sandbox/contacts` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredObject {
+    pub id: String,
+    pub properties: BTreeMap<String, String>,
+}
+
+/// A running sandbox; stopped by [`Sandbox::shutdown`] or when dropped.
+#[derive(Debug)]
+pub struct Sandbox {
+    addr: SocketAddr,
+    state: Shared,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl Sandbox {
+    /// Binds `config.listen` and serves in a background task; returns once it is accepting.
+    pub async fn start(config: SandboxConfig) -> io::Result<Sandbox> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        let state = SandboxState::new(config);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(run(listener, state.clone(), async {
+            // A dropped sender stops the server too.
+            let _ = stopped.await;
+        }));
+        tracing::info!(%addr, "sandbox listening");
+        Ok(Sandbox {
+            addr,
+            state,
+            stop: Some(stop),
+            task: Some(task),
+        })
+    }
+
+    /// The bound address (with the real port when `listen` asked for port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://IP:PORT`, with a loopback IP when listening on all interfaces.
+    pub fn base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!("http://{}", SocketAddr::new(ip, self.addr.port()))
+    }
+
+    /// The traffic counters, as `GET /_sandbox/stats` returns them.
+    pub fn stats(&self) -> SandboxStats {
+        self.state.lock().stats.clone()
+    }
+
+    /// Every stored contact, ordered by id.
+    pub fn contacts(&self) -> Vec<StoredObject> {
+        self.state.lock().stored(ObjectType::Contacts)
+    }
+
+    /// Back to the seed, the startup limits and zero counters (`POST /_sandbox/reset`).
+    pub fn reset(&self) {
+        self.state.reset();
+    }
+
+    /// Stops accepting, lets in-flight requests finish, and waits for the server task.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "sandbox server failed"),
+                Err(error) => tracing::warn!(%error, "sandbox server task failed"),
+            }
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Runs a sandbox on `config.listen` until `shutdown` resolves (`handoff sandbox --port N`).
+pub async fn serve(
+    config: SandboxConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    let listener = TcpListener::bind(config.listen).await?;
+    tracing::info!(addr = %listener.local_addr()?, "sandbox listening");
+    run(listener, SandboxState::new(config), shutdown).await
+}
+
+async fn run(
+    listener: TcpListener,
+    state: Shared,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+fn router(state: Shared) -> Router {
+    Router::new()
+        .nest("/crm", hubspot::router(state.clone()))
+        .merge(inspect::router())
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn no_route(method: Method, uri: Uri) -> Response {
+    ApiError::NoRoute(format!("{method} {}", uri.path())).into_response()
+}
+
+async fn method_not_allowed(method: Method) -> Response {
+    ApiError::MethodNotAllowed(method.to_string()).into_response()
+}
+
+/// The state every handler shares.
+pub(crate) type Shared = Arc<SandboxState>;
+
+#[derive(Debug)]
+pub(crate) struct SandboxState {
+    /// The startup configuration, kept so a reset can return to it.
+    config: SandboxConfig,
+    data: Mutex<Data>,
+}
+
+/// Everything that changes while the sandbox runs; one lock, never held across an await.
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub store: ObjectStore,
+    pub owners: Vec<Owner>,
+    pub limiter: RateLimiter,
+    pub stats: SandboxStats,
+}
+
+impl SandboxState {
+    fn new(config: SandboxConfig) -> Shared {
+        let data = Data::seeded(&config);
+        Arc::new(SandboxState {
+            config,
+            data: Mutex::new(data),
+        })
+    }
+
+    /// Locks the data; a handler that panicked mid-update leaves it usable, not poisoned.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Data> {
+        self.data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.config.token.as_deref()
+    }
+
+    pub(crate) fn reset(&self) {
+        *self.lock() = Data::seeded(&self.config);
+    }
+}
+
+impl Data {
+    fn seeded(config: &SandboxConfig) -> Data {
+        let mut store = ObjectStore::new();
+        let now = Utc::now();
+        let contacts = store.table_mut(ObjectType::Contacts);
+        for properties in &config.seed.contacts {
+            contacts.create(properties, now);
+        }
+        Data {
+            store,
+            owners: config.seed.owners.clone(),
+            limiter: RateLimiter::new(Limits {
+                burst_per_10s: config.burst_per_10s,
+                daily_limit: config.daily_limit,
+                window_ms: DEFAULT_WINDOW_MS,
+            }),
+            stats: SandboxStats::default(),
+        }
+    }
+
+    pub(crate) fn stored(&self, kind: ObjectType) -> Vec<StoredObject> {
+        self.store
+            .table(kind)
+            .records()
+            .map(|record| StoredObject {
+                id: record.id.to_string(),
+                properties: record.properties.clone(),
+            })
+            .collect()
+    }
+}

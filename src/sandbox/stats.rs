@@ -1,0 +1,42 @@
+//! Traffic counters that tests and benchmarks read back from `/_sandbox/stats`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// What the sandbox has served since it started or was last reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxStats {
+    /// Every request under `/crm`, whatever its answer (401 and 429 included).
+    pub requests: u64,
+    /// `"METHOD /route"` → status code (as a string) → count.
+    pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Requests answered 429.
+    pub throttled: u64,
+    /// Object inputs applied by write endpoints, summed over all requests.
+    pub records_written: u64,
+}
+
+impl SandboxStats {
+    pub(crate) fn record(&mut self, endpoint: &str, status: u16) {
+        self.requests += 1;
+        if status == 429 {
+            self.throttled += 1;
+        }
+        *self
+            .by_endpoint
+            .entry(endpoint.to_owned())
+            .or_default()
+            .entry(status.to_string())
+            .or_default() += 1;
+    }
+
+    /// How many requests to `endpoint` were answered with `status`.
+    pub fn count(&self, endpoint: &str, status: u16) -> u64 {
+        self.by_endpoint
+            .get(endpoint)
+            .and_then(|statuses| statuses.get(&status.to_string()))
+            .copied()
+            .unwrap_or(0)
+    }
+}

@@ -1,0 +1,401 @@
+//! One sync run end to end: model → diff → connector → per-batch commit → run record.
+//!
+//! This is the only module that knows the order of the stages. A row's new
+//! fingerprint reaches the state store only in the transaction that records the
+//! batch the destination accepted; anything rejected or unsent keeps its old
+//! fingerprint and is picked up again by the next run.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::execution::context::SessionContext;
+use futures::StreamExt;
+use serde::Serialize;
+use tracing::Instrument;
+
+use crate::connectors::{BatchReport, ConnectorError, Destination, OutRecord, Outcome};
+use crate::diff::{ChangeSet, Differ, Record};
+use crate::model::{self, ModelError, Renderer};
+use crate::project::{ConfigError, ModelConfig, SyncConfig};
+use crate::state::{Accepted, BatchOutcome, Rejection, RunCounts, RunId, StateError, StateStore, SyncedRow};
+
+/// How to run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunOptions {
+    /// Resend every row, whatever the state says.
+    pub full: bool,
+    /// Plan only: send nothing, record nothing.
+    pub dry_run: bool,
+}
+
+/// A change shown in `plan` output.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SampleChange {
+    /// `add`, `change` or `remove`.
+    pub op: &'static str,
+    pub key: String,
+    pub properties: Vec<(String, Option<String>)>,
+}
+
+/// What a run did (or, for a plan, would do).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Summary {
+    pub sync: String,
+    pub run_id: Option<RunId>,
+    /// `planned`, `ok`, `rejections`, `failed`.
+    pub status: String,
+    pub added: u64,
+    pub changed: u64,
+    pub removed: u64,
+    pub unchanged: u64,
+    pub invalid: u64,
+    pub rejected: u64,
+    /// Rows that needed a write but were not sent because the run stopped.
+    pub unsent: u64,
+    pub api_calls: u64,
+    pub throttled: u64,
+    /// Requests the plan needs (before retries).
+    pub requests_planned: u64,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+    /// A few of the changes (plan) for a human to eyeball.
+    pub sample: Vec<SampleChange>,
+    /// The first rejections and invalid rows, with key and message.
+    pub rejections: Vec<Rejection>,
+}
+
+/// Rejections and sample rows kept in a summary; the state store has them all.
+const SUMMARY_LIMIT: usize = 20;
+
+/// Why a run could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{0}")]
+    Model(ConfigError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+impl From<ModelError> for SyncError {
+    fn from(e: ModelError) -> Self {
+        SyncError::Model(e.0)
+    }
+}
+
+/// Runs the model and diffs it against the state store.
+pub async fn plan(
+    ctx: &SessionContext,
+    state: &StateStore,
+    model: &ModelConfig,
+    sync: &SyncConfig,
+    full: bool,
+) -> Result<ChangeSet, SyncError> {
+    let previous = state.load_fingerprints(&sync.name).await?;
+    let df = model::plan(ctx, model).await?;
+    let mut stream = model::run(df, model).await?;
+    let renderer = Renderer::new(model, sync);
+    let mut differ = Differ::new(previous, full);
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| SyncError::Model(model::sql_error(model, &e)))?;
+        renderer
+            .render(&batch, |row| differ.push(row))
+            .map_err(|e| SyncError::Model(model::sql_error(model, &e)))?;
+    }
+    Ok(differ.finish())
+}
+
+/// Runs one sync: plan, then (unless `dry_run`) send and commit batch by batch.
+pub async fn run(
+    ctx: &SessionContext,
+    state: &StateStore,
+    dest: Arc<dyn Destination>,
+    model: &ModelConfig,
+    sync: &SyncConfig,
+    opts: RunOptions,
+) -> Result<Summary, SyncError> {
+    let started = Instant::now();
+    let cs = plan(ctx, state, model, sync, opts.full).await?;
+    let removed_rows = if cs.removed.is_empty() {
+        Vec::new()
+    } else {
+        state.synced_rows(&sync.name, &cs.removed).await?
+    };
+    let batch = dest.batch_size().max(1);
+    let remove_requests = if sync.on_remove_set.is_empty() {
+        0
+    } else {
+        removed_rows.iter().filter(|r| r.record_id.is_some()).count().div_ceil(batch)
+    };
+    let to_send = cs.added.len() + cs.changed.len();
+    let mut summary = Summary {
+        sync: sync.name.clone(),
+        run_id: None,
+        status: "planned".into(),
+        added: cs.added.len() as u64,
+        changed: cs.changed.len() as u64,
+        removed: cs.removed.len() as u64,
+        unchanged: cs.unchanged,
+        invalid: cs.invalid.len() as u64,
+        rejected: 0,
+        unsent: 0,
+        api_calls: 0,
+        throttled: 0,
+        requests_planned: (to_send.div_ceil(batch) + remove_requests) as u64,
+        duration_ms: 0,
+        error: None,
+        sample: sample(&cs, &removed_rows, sync),
+        rejections: invalid_rejections(&cs).into_iter().take(SUMMARY_LIMIT).collect(),
+    };
+    if opts.dry_run {
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        return Ok(summary);
+    }
+
+    let run_id = state.begin_run(&sync.name, opts.full).await?;
+    summary.run_id = Some(run_id);
+    state.record_rejections(run_id, &sync.name, &invalid_rejections(&cs)).await?;
+
+    let span = tracing::info_span!("run", sync = %sync.name, run_id);
+    let result = send(state, dest.as_ref(), sync, run_id, &cs, &removed_rows, batch, &mut summary)
+        .instrument(span)
+        .await;
+    summary.status = match &result {
+        Ok(()) if summary.error.is_some() => "failed".into(),
+        Ok(()) if summary.rejected > 0 => "rejections".into(),
+        Ok(()) => "ok".into(),
+        Err(e) => {
+            summary.error = Some(e.to_string());
+            "failed".into()
+        }
+    };
+    let counts = RunCounts {
+        added: summary.added,
+        changed: summary.changed,
+        removed: summary.removed,
+        unchanged: summary.unchanged,
+        invalid: summary.invalid,
+        rejected: summary.rejected,
+        api_calls: summary.api_calls,
+        throttled: summary.throttled,
+    };
+    state
+        .finish_run(run_id, &summary.status, &counts, summary.error.as_deref())
+        .await?;
+    summary.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(summary)
+}
+
+/// The rows handoff refused itself, as rejections for the run record.
+fn invalid_rejections(cs: &ChangeSet) -> Vec<Rejection> {
+    cs.invalid
+        .iter()
+        .map(|i| Rejection {
+            key: i.key.clone().unwrap_or_else(|| "<NULL>".into()),
+            category: "INVALID_KEY".into(),
+            message: i.reason.message().into(),
+        })
+        .collect()
+}
+
+fn sample(cs: &ChangeSet, removed: &[SyncedRow], sync: &SyncConfig) -> Vec<SampleChange> {
+    let rec = |op, r: &Record| SampleChange {
+        op,
+        key: r.key.clone(),
+        properties: r.properties.clone(),
+    };
+    let per = SUMMARY_LIMIT / 3;
+    cs.added
+        .iter()
+        .take(per)
+        .map(|r| rec("add", r))
+        .chain(cs.changed.iter().take(per).map(|r| rec("change", r)))
+        .chain(removed.iter().take(per).map(|r| SampleChange {
+            op: "remove",
+            key: r.key.clone(),
+            properties: sync.on_remove_set.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+        }))
+        .collect()
+}
+
+/// A unit of work for the connector: the records, and how to commit what comes back.
+enum Job<'a> {
+    Upsert(&'a [Record]),
+    Remove(Vec<&'a SyncedRow>),
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn send(
+    state: &StateStore,
+    dest: &dyn Destination,
+    sync: &SyncConfig,
+    run_id: RunId,
+    cs: &ChangeSet,
+    removed: &[SyncedRow],
+    batch: usize,
+    summary: &mut Summary,
+) -> Result<(), ConnectorError> {
+    let mut jobs: Vec<Job<'_>> = Vec::new();
+    for chunk in cs.added.chunks(batch).chain(cs.changed.chunks(batch)) {
+        jobs.push(Job::Upsert(chunk));
+    }
+    // Rows that left the model: without an on_remove action there is nothing to send,
+    // and forgetting them means a row that comes back is sent again in full.
+    let (with_id, without_id): (Vec<&SyncedRow>, Vec<&SyncedRow>) =
+        removed.iter().partition(|r| r.record_id.is_some());
+    let mut forget: Vec<u64> = Vec::new();
+    let mut unknown_id: Vec<Rejection> = Vec::new();
+    if sync.on_remove_set.is_empty() {
+        forget.extend(removed.iter().map(|r| r.key_hash));
+    } else {
+        for chunk in with_id.chunks(batch) {
+            jobs.push(Job::Remove(chunk.to_vec()));
+        }
+        for r in without_id {
+            // Without the CRM's id the record cannot be found safely; keep it so an operator can see it.
+            unknown_id.push(Rejection {
+                key: r.key.clone(),
+                category: "NO_RECORD_ID".into(),
+                message: "left the model, but the CRM never told us its record id: on_remove not applied".into(),
+            });
+        }
+    }
+    if !forget.is_empty() || !unknown_id.is_empty() {
+        summary.rejected += unknown_id.len() as u64;
+        let outcome = BatchOutcome {
+            removed: forget,
+            rejected: unknown_id,
+            ..BatchOutcome::default()
+        };
+        commit(state, run_id, &sync.name, &outcome, summary).await;
+    }
+
+    let sizes: Vec<usize> = jobs.iter().map(|j| j.len()).collect();
+    let mut pending_rows: usize = sizes.iter().sum();
+    let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
+        let report = match &job {
+            Job::Upsert(recs) => {
+                let out: Vec<OutRecord> = recs
+                    .iter()
+                    .map(|r| OutRecord {
+                        key: r.key.clone(),
+                        id: r.match_value.clone(),
+                        properties: r.properties.clone(),
+                    })
+                    .collect();
+                dest.upsert(&sync.object, &sync.match_property, &out).await
+            }
+            Job::Remove(rows) => {
+                let props: Vec<(String, Option<String>)> = sync
+                    .on_remove_set
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                let out: Vec<OutRecord> = rows
+                    .iter()
+                    .map(|r| OutRecord {
+                        key: r.key.clone(),
+                        id: r.record_id.clone().unwrap_or_default(),
+                        properties: props.clone(),
+                    })
+                    .collect();
+                dest.update(&sync.object, &out).await
+            }
+        };
+        (job, report)
+    }))
+    .buffer_unordered(dest.concurrency().max(1));
+
+    let mut failure = None;
+    while let Some((job, report)) = results.next().await {
+        match report {
+            Ok(report) => {
+                pending_rows -= job.len();
+                let outcome = to_outcome(&job, &report, summary);
+                commit(state, run_id, &sync.name, &outcome, summary).await;
+            }
+            Err(e) => {
+                let (calls, throttled) = e.counts();
+                summary.api_calls += calls;
+                summary.throttled += throttled;
+                if failure.is_none() {
+                    failure = Some(e);
+                }
+                // Stop starting new batches; those already in flight finish and commit.
+                break;
+            }
+        }
+    }
+    if failure.is_some() {
+        // Drain batches already in flight so what they applied is recorded.
+        while let Some((job, report)) = results.next().await {
+            if let Ok(report) = report {
+                pending_rows -= job.len();
+                let outcome = to_outcome(&job, &report, summary);
+                commit(state, run_id, &sync.name, &outcome, summary).await;
+            }
+        }
+    }
+    summary.unsent = pending_rows as u64;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+impl Job<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Job::Upsert(r) => r.len(),
+            Job::Remove(r) => r.len(),
+        }
+    }
+}
+
+fn to_outcome(job: &Job<'_>, report: &BatchReport, summary: &mut Summary) -> BatchOutcome {
+    let mut out = BatchOutcome {
+        api_calls: report.api_calls,
+        throttled: report.throttled,
+        ..BatchOutcome::default()
+    };
+    let keys: Vec<(&str, u64)> = match job {
+        Job::Upsert(recs) => recs.iter().map(|r| (r.key.as_str(), r.key_hash)).collect(),
+        Job::Remove(rows) => rows.iter().map(|r| (r.key.as_str(), r.key_hash)).collect(),
+    };
+    for (i, outcome) in report.outcomes.iter().enumerate() {
+        let (key, kh) = keys[i];
+        match outcome {
+            Outcome::Accepted { record_id } => match job {
+                Job::Upsert(recs) => out.accepted.push(Accepted {
+                    key: key.to_string(),
+                    key_hash: kh,
+                    fingerprint: recs[i].fingerprint,
+                    record_id: record_id.clone(),
+                }),
+                Job::Remove(_) => out.removed.push(kh),
+            },
+            Outcome::Rejected { category, message } => out.rejected.push(Rejection {
+                key: key.to_string(),
+                category: category.clone(),
+                message: message.clone(),
+            }),
+        }
+    }
+    summary.api_calls += report.api_calls;
+    summary.throttled += report.throttled;
+    summary.rejected += out.rejected.len() as u64;
+    for r in &out.rejected {
+        if summary.rejections.len() < SUMMARY_LIMIT {
+            summary.rejections.push(r.clone());
+        }
+    }
+    out
+}
+
+/// Commits one batch's outcome. A commit that fails leaves the rows unsynced, so
+/// they are resent next run (upserts are idempotent); the run reports it.
+async fn commit(state: &StateStore, run_id: RunId, sync: &str, outcome: &BatchOutcome, summary: &mut Summary) {
+    if let Err(e) = state.commit_batch(run_id, sync, outcome).await {
+        tracing::error!(sync, run_id, "state commit failed: {e}");
+        summary.error.get_or_insert_with(|| format!("state commit failed: {e}"));
+    }
+}
