@@ -20,7 +20,11 @@ pub const EXIT_RUN_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
 #[derive(Debug, Parser)]
-#[command(name = "handoff", version, about = "Reverse-ETL for revenue handoffs: SQL models → diff → HubSpot")]
+#[command(
+    name = "handoff",
+    version,
+    about = "Reverse-ETL for revenue handoffs: SQL models → diff → HubSpot"
+)]
 pub struct Cli {
     /// The project directory (holds handoff.toml, models/, connectors/).
     #[arg(long, global = true, default_value = ".")]
@@ -128,7 +132,9 @@ pub async fn open_checked(project: &Project) -> Result<SessionContext, Vec<Confi
                 },
                 column: None,
                 message: match e {
-                    warehouse::WarehouseError::Table { table, message, .. } => format!("table `{table}`: {message}"),
+                    warehouse::WarehouseError::Table { table, message, .. } => {
+                        format!("table `{table}`: {message}")
+                    }
                     warehouse::WarehouseError::Dir { path, message } => {
                         format!("warehouse.path {}: {message}", path.display())
                     }
@@ -137,7 +143,11 @@ pub async fn open_checked(project: &Project) -> Result<SessionContext, Vec<Confi
             .collect::<Vec<_>>()
     })?;
     let errors = model::check_project(&ctx, project).await;
-    if errors.is_empty() { Ok(ctx) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(ctx)
+    } else {
+        Err(errors)
+    }
 }
 
 async fn validate(dir: &Path) -> u8 {
@@ -170,14 +180,20 @@ pub fn resolve_state_url(project: &Project) -> String {
     url.clone()
 }
 
-/// Opens the state store, marking runs a crashed process left open as failed.
-pub async fn open_state(project: &Project) -> Result<StateStore, String> {
+/// Opens the state store. With `recover`, runs a crashed process left open are
+/// marked failed — only for commands that are about to run syncs themselves.
+pub async fn open_state(project: &Project, recover: bool) -> Result<StateStore, String> {
     let store = StateStore::connect(&resolve_state_url(project))
         .await
         .map_err(|e| format!("handoff.toml: [state] url: {e}"))?;
+    if !recover {
+        return Ok(store);
+    }
     match store.recover_interrupted().await {
         Ok(0) => {}
-        Ok(n) => tracing::warn!("{n} run(s) were interrupted by a crash; marked failed (their committed batches stand)"),
+        Ok(n) => tracing::warn!(
+            "{n} run(s) were interrupted by a crash; marked failed (their committed batches stand)"
+        ),
         Err(e) => return Err(format!("state store: {e}")),
     }
     Ok(store)
@@ -206,7 +222,7 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
         },
         None => project.syncs().collect(),
     };
-    let state = match open_state(&project).await {
+    let state = match open_state(&project, !dry_run).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}", report::term_safe(&e));
@@ -257,7 +273,8 @@ pub async fn run_named(
             Some(d) => Arc::clone(d),
             None => {
                 let cfg = &project.connectors[&sync.connector];
-                let d = connectors::build(cfg).map_err(|e| format!("{}: {e}", cfg.file.display()))?;
+                let d =
+                    connectors::build(cfg).map_err(|e| format!("{}: {e}", cfg.file.display()))?;
                 destinations.insert(sync.connector.clone(), Arc::clone(&d));
                 d
             }
@@ -312,7 +329,10 @@ async fn serve_sandbox(a: SandboxArgs) -> u8 {
         token,
         ..sandbox::SandboxConfig::default()
     };
-    eprintln!("sandbox: HubSpot API on http://127.0.0.1:{} (Ctrl-C to stop)", a.port);
+    eprintln!(
+        "sandbox: HubSpot API on http://127.0.0.1:{} (Ctrl-C to stop)",
+        a.port
+    );
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };

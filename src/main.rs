@@ -6,7 +6,8 @@ use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let filter = EnvFilter::try_from_env("HANDOFF_LOG").unwrap_or_else(|_| EnvFilter::new("warn,handoff=info"));
+    let filter = EnvFilter::try_from_env("HANDOFF_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("warn,handoff=info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -73,6 +73,14 @@ pub struct Client {
 
 static TLS_PROVIDER: Once = Once::new();
 
+/// reqwest is built without a default TLS backend; every client in the process uses ring.
+pub fn install_crypto_provider() {
+    TLS_PROVIDER.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
 impl Client {
     /// `requests` per `per_secs`, spaced evenly: a rolling-window limit like HubSpot's
     /// is never exceeded by a burst, and the whole budget is still used.
@@ -83,10 +91,7 @@ impl Client {
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, HttpError> {
-        TLS_PROVIDER.call_once(|| {
-            // Another part of the process may have installed one already; either is fine.
-            let _ = rustls::crypto::ring::default_provider().install_default();
-        });
+        install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -142,7 +147,11 @@ impl Client {
                             // The body was cut off: the request may or may not have applied; upserts are safe to resend.
                             let why = format!("reading the response failed: {e}");
                             if attempt >= self.retry.max_retries {
-                                return Sent { result: Err(Failure::GaveUp { message: why }), api_calls, throttled };
+                                return Sent {
+                                    result: Err(Failure::GaveUp { message: why }),
+                                    api_calls,
+                                    throttled,
+                                };
                             }
                             attempt += 1;
                             tokio::time::sleep(self.retry.backoff(attempt)).await;
@@ -184,7 +193,12 @@ impl Client {
             }
             attempt += 1;
             let delay = wait.unwrap_or_else(|| self.retry.backoff(attempt));
-            tracing::debug!(url, attempt, delay_ms = delay.as_millis() as u64, "retrying: {why}");
+            tracing::debug!(
+                url,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                "retrying: {why}"
+            );
             tokio::time::sleep(delay).await;
         }
     }
@@ -201,7 +215,14 @@ fn describe(e: &reqwest::Error) -> String {
     };
     let url = e
         .url()
-        .map(|u| format!("{}://{}{}", u.scheme(), u.host_str().unwrap_or(""), u.path()))
+        .map(|u| {
+            format!(
+                "{}://{}{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.path()
+            )
+        })
         .unwrap_or_default();
     format!("{kind}: {url}")
 }

@@ -83,9 +83,18 @@ pub trait Destination: Send + Sync {
     /// Requests that may be in flight at once.
     fn concurrency(&self) -> usize;
     /// Creates or updates records matched on `id_property` (a unique property).
-    async fn upsert(&self, object: &str, id_property: &str, records: &[OutRecord]) -> Result<BatchReport, ConnectorError>;
+    async fn upsert(
+        &self,
+        object: &str,
+        id_property: &str,
+        records: &[OutRecord],
+    ) -> Result<BatchReport, ConnectorError>;
     /// Updates existing records by the CRM's record id; a missing record is a rejection.
-    async fn update(&self, object: &str, records: &[OutRecord]) -> Result<BatchReport, ConnectorError>;
+    async fn update(
+        &self,
+        object: &str,
+        records: &[OutRecord],
+    ) -> Result<BatchReport, ConnectorError>;
 }
 
 /// Builds the connector a config describes.

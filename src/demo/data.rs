@@ -5,7 +5,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use datafusion::arrow::array::{ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder};
+use datafusion::arrow::array::{
+    ArrayRef, Int32Builder, Int64Builder, RecordBatch, StringBuilder, TimestampMicrosecondBuilder,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
@@ -14,15 +16,26 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 /// Territories, one rep (HubSpot owner) each.
-pub const TERRITORIES: [&str; 8] = ["NA-East", "NA-West", "NA-Central", "LATAM", "EMEA-North", "EMEA-South", "APAC", "ANZ"];
+pub const TERRITORIES: [&str; 8] = [
+    "NA-East",
+    "NA-West",
+    "NA-Central",
+    "LATAM",
+    "EMEA-North",
+    "EMEA-South",
+    "APAC",
+    "ANZ",
+];
 /// Owner ids of the sandbox's demo owners, in territory order.
 pub const OWNER_IDS: [&str; 8] = ["101", "102", "103", "104", "105", "106", "107", "108"];
 
 const FIRST: [&str; 16] = [
-    "Ada", "Grace", "Linus", "Zoë", "Björn", "Chidi", "Mei", "Arjun", "Sofia", "Mateo", "Aiko", "Olu", "Nadia", "Tomás", "Ingrid", "Kwame",
+    "Ada", "Grace", "Linus", "Zoë", "Björn", "Chidi", "Mei", "Arjun", "Sofia", "Mateo", "Aiko",
+    "Olu", "Nadia", "Tomás", "Ingrid", "Kwame",
 ];
 const LAST: [&str; 16] = [
-    "Lovelace", "Hopper", "Okafor", "Tanaka", "Müller", "García", "Singh", "Kowalski", "Haddad", "Novak", "Silva", "Kim", "Dubois", "O'Brien", "Jensen", "Mensah",
+    "Lovelace", "Hopper", "Okafor", "Tanaka", "Müller", "García", "Singh", "Kowalski", "Haddad",
+    "Novak", "Silva", "Kim", "Dubois", "O'Brien", "Jensen", "Mensah",
 ];
 const SOURCES: [&str; 5] = ["webinar", "demo_request", "ebook", "pricing_page", "trial"];
 const COUNTRIES: [&str; 8] = ["US", "CA", "BR", "DE", "FR", "JP", "AU", "GB"];
@@ -54,8 +67,16 @@ pub fn leads_schema() -> Arc<Schema> {
         Field::new("lead_score", DataType::Int32, false),
         Field::new("owner_id", DataType::Int64, true),
         Field::new("nurture_status", DataType::Utf8, true),
-        Field::new("last_event_time", DataType::Timestamp(TimeUnit::Microsecond, None), false),
-        Field::new("created_at", DataType::Timestamp(TimeUnit::Microsecond, None), false),
+        Field::new(
+            "last_event_time",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
+        Field::new(
+            "created_at",
+            DataType::Timestamp(TimeUnit::Microsecond, None),
+            false,
+        ),
         Field::new("employees", DataType::Int32, true),
     ]))
 }
@@ -66,7 +87,9 @@ fn writer(path: &Path, schema: Arc<Schema>) -> std::io::Result<ArrowWriter<File>
     }
     let file = File::create(path)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
         .set_max_row_group_row_count(Some(CHUNK * 16))
         .build();
     ArrowWriter::try_new(file, schema, Some(props)).map_err(std::io::Error::other)
@@ -96,7 +119,11 @@ fn lead(spec: &Spec, id: u64) -> Lead {
     let company_n = rng.random_range(0..2000u32);
     let territory = rng.random_range(0..TERRITORIES.len());
     let mut score = rng.random_range(0..=100);
-    let owner = if rng.random_bool(0.3) { Some(101 + rng.random_range(0..8)) } else { None };
+    let owner = if rng.random_bool(0.3) {
+        Some(101 + rng.random_range(0..8))
+    } else {
+        None
+    };
     // 12 % were active in the last 50 minutes, the rest over the past 30 days.
     let last_event_us = if rng.random_bool(0.12) {
         now_us - rng.random_range(60_000_000..3_000_000_000i64)
@@ -112,7 +139,8 @@ fn lead(spec: &Spec, id: u64) -> Lead {
             if c.random_bool(0.5) {
                 score = c.random_range(0..=100);
             } else {
-                last_name = LAST[(LAST.iter().position(|l| *l == last).unwrap_or(0) + 1) % LAST.len()];
+                last_name =
+                    LAST[(LAST.iter().position(|l| *l == last).unwrap_or(0) + 1) % LAST.len()];
             }
         }
     }
@@ -201,7 +229,8 @@ pub fn write_leads(path: &Path, spec: &Spec) -> std::io::Result<()> {
             Arc::new(created.finish()),
             Arc::new(employees.finish()),
         ];
-        let batch = RecordBatch::try_new(Arc::clone(&schema), columns).map_err(std::io::Error::other)?;
+        let batch =
+            RecordBatch::try_new(Arc::clone(&schema), columns).map_err(std::io::Error::other)?;
         w.write(&batch).map_err(std::io::Error::other)?;
     }
     w.close().map_err(std::io::Error::other)?;
@@ -256,7 +285,14 @@ pub fn write_accounts(path: &Path, seed: u64) -> std::io::Result<()> {
         Field::new("territory", DataType::Utf8, false),
         Field::new("employees", DataType::Int32, false),
     ]));
-    const INDUSTRIES: [&str; 6] = ["software", "fintech", "retail", "health", "manufacturing", "media"];
+    const INDUSTRIES: [&str; 6] = [
+        "software",
+        "fintech",
+        "retail",
+        "health",
+        "manufacturing",
+        "media",
+    ];
     let mut rng = StdRng::seed_from_u64(seed);
     let mut ids = Int64Builder::new();
     let mut names = StringBuilder::new();

@@ -15,9 +15,18 @@ use crate::sync::{RunOptions, Summary};
 /// The default project, embedded so `handoff demo` works in an empty directory too.
 pub const DEFAULT_PROJECT: [(&str, &str); 4] = [
     ("handoff.toml", include_str!("../../handoff.toml")),
-    ("models/hot_leads.sql", include_str!("../../models/hot_leads.sql")),
-    ("models/hot_leads.toml", include_str!("../../models/hot_leads.toml")),
-    ("connectors/hubspot.toml", include_str!("../../connectors/hubspot.toml")),
+    (
+        "models/hot_leads.sql",
+        include_str!("../../models/hot_leads.sql"),
+    ),
+    (
+        "models/hot_leads.toml",
+        include_str!("../../models/hot_leads.toml"),
+    ),
+    (
+        "connectors/hubspot.toml",
+        include_str!("../../connectors/hubspot.toml"),
+    ),
 ];
 
 /// Marks a warehouse directory as the demo's own, so it may be regenerated.
@@ -41,7 +50,9 @@ pub fn scaffold(dir: &Path) -> std::io::Result<bool> {
 /// Generates the sample warehouse into `dir` (the demo's own, or empty/missing).
 pub fn generate(dir: &Path, spec: &data::Spec) -> Result<(), String> {
     let owned = dir.join(MANIFEST).exists();
-    let has_files = std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false);
+    let has_files = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
     if has_files && !owned {
         return Err(format!(
             "{} holds data the demo did not generate; not overwriting it (point HANDOFF_WAREHOUSE elsewhere or remove it)",
@@ -112,16 +123,26 @@ async fn run_inner(dir: &Path, leads: usize, change_percent: f64) -> Result<u8, 
     println!("generating {leads} sample leads in {}", warehouse.display());
     generate(&warehouse, &spec)?;
 
-    let state = cli::open_state(&project).await?;
+    let state = cli::open_state(&project, true).await?;
     let names: Vec<String> = project.syncs().map(|(_, s)| s.name.clone()).collect();
     let first = run_once(&project, &state, &names, "first run: everything is new").await?;
 
     spec.changes = Some((change_percent / 100.0, 7));
     println!("\nchanging {change_percent}% of the leads (scores and names) in the warehouse");
     generate(&warehouse, &spec)?;
-    let second = run_once(&project, &state, &names, "second run: only the changes travel").await?;
+    let second = run_once(
+        &project,
+        &state,
+        &names,
+        "second run: only the changes travel",
+    )
+    .await?;
 
-    let sent = |s: &[Summary]| s.iter().map(|x| x.added + x.changed + x.removed).sum::<u64>();
+    let sent = |s: &[Summary]| {
+        s.iter()
+            .map(|x| x.added + x.changed + x.removed)
+            .sum::<u64>()
+    };
     let calls = |s: &[Summary]| s.iter().map(|x| x.api_calls).sum::<u64>();
     println!(
         "\nfirst run: {} records in {} API calls; second run: {} records in {} API calls.",
@@ -145,7 +166,10 @@ async fn run_once(
     println!("\n== {title}");
     // The warehouse files changed: a fresh context re-reads them.
     let ctx = cli::open_checked(project).await.map_err(|errs| {
-        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     })?;
     cli::run_named(project, &ctx, state, names, RunOptions::default(), |s| {
         print!("{}", report::human(s));

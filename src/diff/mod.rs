@@ -16,7 +16,10 @@ pub fn key_hash(key: &str) -> u64 {
 
 /// Fingerprint of a payload. Fields are length-prefixed so `("ab","c")` and
 /// `("a","bc")` differ; `None` (SQL NULL) differs from the empty string.
-pub fn fingerprint<'a>(match_value: &str, properties: impl IntoIterator<Item = (&'a str, Option<&'a str>)>) -> u64 {
+pub fn fingerprint<'a>(
+    match_value: &str,
+    properties: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> u64 {
     let mut h = blake3::Hasher::new();
     write_field(&mut h, Some(match_value));
     for (name, value) in properties {
@@ -72,8 +75,12 @@ impl InvalidReason {
     pub fn message(self) -> &'static str {
         match self {
             InvalidReason::NullKey => "primary key is NULL",
-            InvalidReason::DuplicateKey => "primary key appears more than once in the model's result",
-            InvalidReason::NullMatchValue => "match column is NULL: the CRM record cannot be identified",
+            InvalidReason::DuplicateKey => {
+                "primary key appears more than once in the model's result"
+            }
+            InvalidReason::NullMatchValue => {
+                "match column is NULL: the CRM record cannot be identified"
+            }
         }
     }
 }
@@ -180,7 +187,9 @@ impl Differ {
                 };
                 let fp = fingerprint(
                     &match_value,
-                    row.properties.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+                    row.properties
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_deref())),
                 );
                 let old = self.previous.get(&kh).copied();
                 if !self.full && old == Some(fp) {

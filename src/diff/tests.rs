@@ -3,7 +3,11 @@
 use super::*;
 
 /// (key, match value, [(property, value)]) — `None` is SQL NULL.
-type R<'a> = (Option<&'a str>, Option<&'a str>, &'a [(&'a str, Option<&'a str>)]);
+type R<'a> = (
+    Option<&'a str>,
+    Option<&'a str>,
+    &'a [(&'a str, Option<&'a str>)],
+);
 
 fn row((key, m, props): R<'_>) -> Row {
     Row {
@@ -22,11 +26,11 @@ fn synced(rows: &[R<'_>]) -> HashMap<u64, u64> {
     for r in rows {
         d.push(row(*r));
     }
-    d.to_state()
+    d.into_state()
 }
 
 impl Differ {
-    fn to_state(self) -> HashMap<u64, u64> {
+    fn into_state(self) -> HashMap<u64, u64> {
         let cs = self.finish();
         cs.to_send().map(|r| (r.key_hash, r.fingerprint)).collect()
     }
@@ -140,10 +144,22 @@ fn changesets() {
         },
         Case {
             name: "unicode keys and values round-trip",
-            before: &[(Some("ключ-東京"), Some("zoë@exämple.com"), &[("city", Some("Zürich 🏔"))])],
+            before: &[(
+                Some("ключ-東京"),
+                Some("zoë@exämple.com"),
+                &[("city", Some("Zürich 🏔"))],
+            )],
             after: &[
-                (Some("ключ-東京"), Some("zoë@exämple.com"), &[("city", Some("Zürich 🏔"))]),
-                (Some("ключ-東京2"), Some("zoë@exämple.com"), &[("city", Some("Zürich 🏔️"))]),
+                (
+                    Some("ключ-東京"),
+                    Some("zoë@exämple.com"),
+                    &[("city", Some("Zürich 🏔"))],
+                ),
+                (
+                    Some("ключ-東京2"),
+                    Some("zoë@exämple.com"),
+                    &[("city", Some("Zürich 🏔️"))],
+                ),
             ],
             full: false,
             added: &["ключ-東京2"],
@@ -254,8 +270,11 @@ fn changesets() {
         removed.sort_unstable();
         assert_eq!(cs.removed, removed, "{}: removed", c.name);
         assert_eq!(cs.unchanged, c.unchanged, "{}: unchanged", c.name);
-        let invalid: Vec<(Option<&str>, InvalidReason)> =
-            cs.invalid.iter().map(|i| (i.key.as_deref(), i.reason)).collect();
+        let invalid: Vec<(Option<&str>, InvalidReason)> = cs
+            .invalid
+            .iter()
+            .map(|i| (i.key.as_deref(), i.reason))
+            .collect();
         assert_eq!(invalid, c.invalid, "{}: invalid", c.name);
     }
 }
@@ -279,6 +298,9 @@ fn fingerprint_is_stable() {
         fingerprint("a@x.com", [("score", Some("90"))]),
         fingerprint("a@x.com", [("score", Some("90"))])
     );
-    assert_ne!(fingerprint("a", [("p", None)]), fingerprint("a", [("p", Some(""))]));
+    assert_ne!(
+        fingerprint("a", [("p", None)]),
+        fingerprint("a", [("p", Some(""))])
+    );
     assert_ne!(key_hash("1"), key_hash("2"));
 }

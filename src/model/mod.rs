@@ -31,7 +31,10 @@ pub async fn plan(ctx: &SessionContext, model: &ModelConfig) -> Result<DataFrame
 }
 
 /// Starts the model; batches arrive as the engine produces them.
-pub async fn run(df: DataFrame, model: &ModelConfig) -> Result<SendableRecordBatchStream, ModelError> {
+pub async fn run(
+    df: DataFrame,
+    model: &ModelConfig,
+) -> Result<SendableRecordBatchStream, ModelError> {
     df.execute_stream()
         .await
         .map_err(|e| ModelError(sql_error(model, &e)))
@@ -39,9 +42,11 @@ pub async fn run(df: DataFrame, model: &ModelConfig) -> Result<SendableRecordBat
 
 /// Maps an engine error to the model's file, with line and column where the engine knows them.
 pub fn sql_error(model: &ModelConfig, e: &DataFusionError) -> ConfigError {
-    let (line, column) = position(e);
+    let (line, column) = position(e, &model.sql.text);
     let raw = e.to_string();
-    let message = if raw.contains("not supported") && (raw.contains("DDL") || raw.contains("DML") || raw.contains("Statement")) {
+    let message = if raw.contains("not supported")
+        && (raw.contains("DDL") || raw.contains("DML") || raw.contains("Statement"))
+    {
         format!("models are read-only (one SELECT): {}", clean(&raw))
     } else {
         clean(&raw)
@@ -55,28 +60,45 @@ pub fn sql_error(model: &ModelConfig, e: &DataFusionError) -> ConfigError {
 }
 
 fn clean(raw: &str) -> String {
-    raw.trim_start_matches("Error during planning: ")
+    let s = raw
+        .trim_start_matches("Error during planning: ")
         .trim_start_matches("SQL error: ")
-        .trim()
-        .to_string()
+        .trim();
+    // sqlparser's Debug form: ParserError("...").
+    let s = s
+        .strip_prefix("ParserError(\"")
+        .and_then(|r| r.strip_suffix("\")"))
+        .unwrap_or(s);
+    s.to_string()
 }
 
-fn position(e: &DataFusionError) -> (Option<usize>, Option<usize>) {
+fn position(e: &DataFusionError, sql: &str) -> (Option<usize>, Option<usize>) {
     if let Some(d) = e.diagnostic()
         && let Some(span) = d.span
         && span.start.line > 0
     {
-        return (Some(span.start.line as usize), Some(span.start.column as usize));
+        return (
+            Some(span.start.line as usize),
+            Some(span.start.column as usize),
+        );
     }
     // sqlparser's errors carry "at Line: L, Column: C" in the text.
     let text = e.to_string();
     if let Some(i) = text.find("Line: ") {
         let rest = &text[i + 6..];
         let line: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        let column = rest
-            .find("Column: ")
-            .map(|j| rest[j + 8..].chars().take_while(|c| c.is_ascii_digit()).collect::<String>());
+        let column = rest.find("Column: ").map(|j| {
+            rest[j + 8..]
+                .chars()
+                .take_while(|c| c.is_ascii_digit())
+                .collect::<String>()
+        });
         return (line.parse().ok(), column.and_then(|c| c.parse().ok()));
+    }
+    if text.contains("EOF") {
+        // The statement ended too soon: the fault is at its last line.
+        let lines = sql.trim_end().lines().count().max(1);
+        return (Some(lines), None);
     }
     (Some(1), None)
 }
@@ -142,7 +164,11 @@ impl Renderer {
             .mapping
             .iter()
             .map(|(c, p)| (Some(c.value.clone()), p.clone(), None))
-            .chain(sync.set.iter().map(|(p, v)| (None, p.clone(), Some(v.clone()))))
+            .chain(
+                sync.set
+                    .iter()
+                    .map(|(p, v)| (None, p.clone(), Some(v.clone()))),
+            )
             .collect();
         // Sorted so that reordering the config does not change fingerprints.
         properties.sort_by(|a, b| a.1.cmp(&b.1));
@@ -154,14 +180,24 @@ impl Renderer {
     }
 
     /// Renders every row of the batch.
-    pub fn render(&self, batch: &RecordBatch, mut out: impl FnMut(Row)) -> Result<(), DataFusionError> {
+    pub fn render(
+        &self,
+        batch: &RecordBatch,
+        mut out: impl FnMut(Row),
+    ) -> Result<(), DataFusionError> {
         let column = |name: &str| -> Result<Strings, DataFusionError> {
             let col = batch.column_by_name(name).ok_or_else(|| {
-                DataFusionError::Plan(format!("column `{name}` is missing from the model's result"))
+                DataFusionError::Plan(format!(
+                    "column `{name}` is missing from the model's result"
+                ))
             })?;
             Strings::new(col)
         };
-        let keys = self.key_columns.iter().map(|k| column(k)).collect::<Result<Vec<_>, _>>()?;
+        let keys = self
+            .key_columns
+            .iter()
+            .map(|k| column(k))
+            .collect::<Result<Vec<_>, _>>()?;
         let matches = column(&self.match_column)?;
         let props = self
             .properties

@@ -12,8 +12,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-pub use toml_reader::{EnvError, Located, expand_env};
 use toml_reader::Reader;
+pub use toml_reader::{EnvError, Located, expand_env};
 
 /// One fault in the project, pointing at a file and line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,11 +281,18 @@ pub fn load_with_env(
     let project_file = read_source(&dir, Path::new("handoff.toml"), &mut errors);
     let (name, state_url, warehouse) = match &project_file {
         Some(f) => read_project_file(&dir, f, env, &mut errors),
-        None => (String::new(), DEFAULT_STATE_URL.to_string(), WarehouseConfig::default()),
+        None => (
+            String::new(),
+            DEFAULT_STATE_URL.to_string(),
+            WarehouseConfig::default(),
+        ),
     };
 
     let mut connectors = BTreeMap::new();
-    for rel in list_files(&dir, "connectors", &["toml"], &mut errors) {
+    let connector_files = list_files(&dir, "connectors", &["toml"], &mut errors);
+    // A connector whose file has errors still exists: syncs naming it are not also wrong.
+    let connector_names: BTreeSet<String> = connector_files.iter().map(|p| stem(p)).collect();
+    for rel in connector_files {
         if let Some(f) = read_source(&dir, &rel, &mut errors) {
             let name = stem(&rel);
             if let Some(c) = read_connector(&name, &f, env, &mut errors) {
@@ -303,11 +310,20 @@ pub fn load_with_env(
         let has_sql = model_files.contains(&sql_rel);
         let has_toml = model_files.contains(&toml_rel);
         if !has_sql {
-            errors.push(whole_file(&toml_rel, format!("model `{name}` has no SQL: create {}", sql_rel.display())));
+            errors.push(whole_file(
+                &toml_rel,
+                format!("model `{name}` has no SQL: create {}", sql_rel.display()),
+            ));
             continue;
         }
         if !has_toml {
-            errors.push(whole_file(&sql_rel, format!("model `{name}` has no config: create {} with its primary_key and [[sync]]", toml_rel.display())));
+            errors.push(whole_file(
+                &sql_rel,
+                format!(
+                    "model `{name}` has no config: create {} with its primary_key and [[sync]]",
+                    toml_rel.display()
+                ),
+            ));
             continue;
         }
         let (Some(sql), Some(cfg)) = (
@@ -317,17 +333,23 @@ pub fn load_with_env(
             continue;
         };
         if sql.text.trim().is_empty() {
-            errors.push(whole_file(&sql_rel, "the model's SQL is empty: write one SELECT".into()));
+            errors.push(whole_file(
+                &sql_rel,
+                "the model's SQL is empty: write one SELECT".into(),
+            ));
         }
         if let Some(m) = read_model(&name, sql, &cfg, env, &mut errors) {
             models.push(m);
         }
     }
     if models.is_empty() && project_file.is_some() && errors.is_empty() {
-        errors.push(whole_file(Path::new("models"), "the project has no models: add models/NAME.sql and models/NAME.toml".into()));
+        errors.push(whole_file(
+            Path::new("models"),
+            "the project has no models: add models/NAME.sql and models/NAME.toml".into(),
+        ));
     }
 
-    cross_check(&models, &connectors, &mut errors);
+    cross_check(&models, &connector_names, &mut errors);
 
     if errors.is_empty() {
         Ok(Project {
@@ -353,18 +375,24 @@ fn whole_file(path: &Path, message: String) -> ConfigError {
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn read_source(dir: &Path, rel: &Path, errors: &mut Vec<ConfigError>) -> Option<SourceFile> {
     match std::fs::read_to_string(dir.join(rel)) {
         Ok(text) => Some(SourceFile::new(rel, text)),
         Err(e) => {
-            let msg = if e.kind() == std::io::ErrorKind::NotFound && rel == Path::new("handoff.toml") {
-                format!("not found in {}: is this a handoff project? (use --project DIR)", dir.display())
-            } else {
-                format!("cannot read: {e}")
-            };
+            let msg =
+                if e.kind() == std::io::ErrorKind::NotFound && rel == Path::new("handoff.toml") {
+                    format!(
+                        "not found in {}: is this a handoff project? (use --project DIR)",
+                        dir.display()
+                    )
+                } else {
+                    format!("cannot read: {e}")
+                };
             errors.push(whole_file(rel, msg));
             None
         }
@@ -423,11 +451,20 @@ fn read_project_file(
             if let Some(v) = s.take("url") {
                 let span = v.span;
                 if let Some(u) = r.string(v, "state.url") {
-                if u.value.starts_with("sqlite:") || u.value.starts_with("postgres:") || u.value.starts_with("postgresql:") {
-                    state_url = u.value;
-                } else {
-                    r.error(span, format!("`state.url` must start with sqlite:// or postgres://, found {:?}", u.value));
-                }
+                    if u.value.starts_with("sqlite:")
+                        || u.value.starts_with("postgres:")
+                        || u.value.starts_with("postgresql:")
+                    {
+                        state_url = u.value;
+                    } else {
+                        r.error(
+                            span,
+                            format!(
+                                "`state.url` must start with sqlite:// or postgres://, found {:?}",
+                                u.value
+                            ),
+                        );
+                    }
                 }
             }
             r.finish(s);
@@ -455,7 +492,12 @@ fn read_project_file(
     (name, state_url, warehouse)
 }
 
-fn read_table(dir: &Path, r: &mut Reader<'_>, name: &str, v: toml_span::Value<'_>) -> Option<TableConfig> {
+fn read_table(
+    dir: &Path,
+    r: &mut Reader<'_>,
+    name: &str,
+    v: toml_span::Value<'_>,
+) -> Option<TableConfig> {
     let key = format!("warehouse.tables.{name}");
     let span = v.span;
     let mut t = r.table(v, &format!("[{key}]"))?;
@@ -463,7 +505,10 @@ fn read_table(dir: &Path, r: &mut Reader<'_>, name: &str, v: toml_span::Value<'_
     let path = match t.take("path") {
         Some(v) => r.string(v, &format!("{key}.path")),
         None => {
-            r.error(span, format!("[{key}] needs `path` (a file or a directory of files)"));
+            r.error(
+                span,
+                format!("[{key}] needs `path` (a file or a directory of files)"),
+            );
             None
         }
     };
@@ -473,7 +518,13 @@ fn read_table(dir: &Path, r: &mut Reader<'_>, name: &str, v: toml_span::Value<'_
         if let Some(s) = r.string(v, &format!("{key}.format")) {
             match s.value.parse() {
                 Ok(f) => format = Some(f),
-                Err(()) => r.error(fspan, format!("`{key}.format` must be parquet, csv or ndjson, found {:?}", s.value)),
+                Err(()) => r.error(
+                    fspan,
+                    format!(
+                        "`{key}.format` must be parquet, csv or ndjson, found {:?}",
+                        s.value
+                    ),
+                ),
             }
         }
     }
@@ -488,7 +539,10 @@ fn read_table(dir: &Path, r: &mut Reader<'_>, name: &str, v: toml_span::Value<'_
             if s.value.len() == 1 {
                 csv_delimiter = s.value.as_bytes()[0];
             } else {
-                r.error(dspan, format!("`{key}.delimiter` must be one ASCII character"));
+                r.error(
+                    dspan,
+                    format!("`{key}.delimiter` must be one ASCII character"),
+                );
             }
         }
     }
@@ -517,10 +571,16 @@ fn read_connector(
         let kind = match t.take("kind") {
             Some(v) => {
                 let span = v.span;
-                match r.string(v, "kind")?.value.as_str() {
-                    "hubspot" => Some(ConnectorKind::HubSpot),
-                    other => {
-                        r.error(span, format!("unknown connector kind {other:?}: supported kinds are \"hubspot\""));
+                match r.string(v, "kind").map(|k| k.value).as_deref() {
+                    Some("hubspot") => Some(ConnectorKind::HubSpot),
+                    None => None,
+                    Some(other) => {
+                        r.error(
+                            span,
+                            format!(
+                                "unknown connector kind {other:?}: supported kinds are \"hubspot\""
+                            ),
+                        );
                         None
                     }
                 }
@@ -533,9 +593,20 @@ fn read_connector(
         let base_url = match t.take("base_url") {
             Some(v) => {
                 let span = v.span;
-                let u = r.string(v, "base_url")?;
-                if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
-                    r.error(span, format!("`base_url` must be an http:// or https:// URL, found {:?}", u.value));
+                let u = r.string(v, "base_url").unwrap_or(Located {
+                    value: "http://".into(),
+                    line: 0,
+                });
+                if u.line == 0 {
+                    None
+                } else if !(u.value.starts_with("http://") || u.value.starts_with("https://")) {
+                    r.error(
+                        span,
+                        format!(
+                            "`base_url` must be an http:// or https:// URL, found {:?}",
+                            u.value
+                        ),
+                    );
                     None
                 } else {
                     Some(u.value.trim_end_matches('/').to_string())
@@ -553,20 +624,31 @@ fn read_connector(
                     Some(s) => s.to_string(),
                     None => String::new(),
                 };
-                let tok = r.string(v, "token")?;
-                if !raw.contains("${") && !raw.is_empty() {
-                    // A literal token in a file that gets committed is a leak waiting to happen.
-                    r.error(span, "`token` must come from the environment, e.g. token = \"${HUBSPOT_TOKEN}\"");
+                let tok = r.string(v, "token");
+                if tok.is_none() {
                     None
-                } else if tok.value.is_empty() {
-                    r.error(span, "`token` is empty");
+                } else if !raw.contains("${") && !raw.is_empty() {
+                    // A literal token in a file that gets committed is a leak waiting to happen.
+                    r.error(
+                        span,
+                        "`token` must come from the environment, e.g. token = \"${HUBSPOT_TOKEN}\"",
+                    );
                     None
                 } else {
-                    Some(Secret::new(tok.value))
+                    match tok {
+                        Some(t) if !t.value.is_empty() => Some(Secret::new(t.value)),
+                        _ => {
+                            r.error(span, "`token` is empty");
+                            None
+                        }
+                    }
                 }
             }
             None => {
-                r.error(root_span, "`token` is required, e.g. token = \"${HUBSPOT_TOKEN}\"");
+                r.error(
+                    root_span,
+                    "`token` is required, e.g. token = \"${HUBSPOT_TOKEN}\"",
+                );
                 None
             }
         };
@@ -575,10 +657,16 @@ fn read_connector(
         if let Some(v) = t.take("rate_limit")
             && let Some(mut rl) = r.table(v, "[rate_limit]")
         {
-            if let Some(v) = rl.take("requests").and_then(|v| r.integer(v, "rate_limit.requests", 1, 1_000_000)) {
+            if let Some(v) = rl
+                .take("requests")
+                .and_then(|v| r.integer(v, "rate_limit.requests", 1, 1_000_000))
+            {
                 requests = v as u32;
             }
-            if let Some(v) = rl.take("per_secs").and_then(|v| r.integer(v, "rate_limit.per_secs", 1, 86_400)) {
+            if let Some(v) = rl
+                .take("per_secs")
+                .and_then(|v| r.integer(v, "rate_limit.per_secs", 1, 86_400))
+            {
                 per_secs = v as u32;
             }
             r.finish(rl);
@@ -639,14 +727,21 @@ fn read_model(
                         primary_key = pk;
                     }
                 }
-                None => r.error(root_span, "`primary_key` is required: the model column(s) that identify a row"),
+                None => r.error(
+                    root_span,
+                    "`primary_key` is required: the model column(s) that identify a row",
+                ),
             }
             if let Some(v) = t.take("schedule") {
                 let span = v.span;
                 if let Some(s) = r.string(v, "schedule") {
                     match cron::Schedule::from_str(&s.value) {
                         Ok(_) => schedule = Some(s),
-                        Err(e) => r.error(span, format!("`schedule` {:?} is not a valid cron expression (seconds field first, e.g. \"0 */5 * * * *\"): {e}", s.value)),
+                        Err(e) => {
+                            let why = e.to_string();
+                            let why = why.lines().last().unwrap_or_default().trim().to_string();
+                            r.error(span, format!("`schedule` {:?} is not a valid cron expression (seconds field first, e.g. \"0 */5 * * * *\"): {why}", s.value))
+                        }
                     }
                 }
             }
@@ -681,7 +776,12 @@ fn read_model(
     })
 }
 
-fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<'_>) -> Option<SyncConfig> {
+fn read_sync(
+    r: &mut Reader<'_>,
+    model: &str,
+    count: usize,
+    v: toml_span::Value<'_>,
+) -> Option<SyncConfig> {
     let span = v.span;
     let line = r.line(span);
     let mut t = r.table(v, "[[sync]]")?;
@@ -690,11 +790,18 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
         Some(v) => r.string(v, "sync.name").map(|s| s.value),
         None if count == 1 => Some(model.to_string()),
         None => {
-            r.error(span, format!("model `{model}` has {count} syncs: give each a `name`"));
+            r.error(
+                span,
+                format!("model `{model}` has {count} syncs: give each a `name`"),
+            );
             None
         }
     };
-    let req = |r: &mut Reader<'_>, t: &mut toml_reader::Table<'_>, key: &'static str, hint: &str| -> Option<Located<String>> {
+    let req = |r: &mut Reader<'_>,
+               t: &mut toml_reader::Table<'_>,
+               key: &'static str,
+               hint: &str|
+     -> Option<Located<String>> {
         match t.take(key) {
             Some(v) => r.string(v, &format!("sync.{key}")),
             None => {
@@ -708,7 +815,13 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
     if let Some(o) = &object
         && o.value != "contacts"
     {
-        r.errors.push(r.file.error_at_line(o.line, format!("object {:?} is not supported by the HubSpot connector yet: use \"contacts\"", o.value)));
+        r.errors.push(r.file.error_at_line(
+            o.line,
+            format!(
+                "object {:?} is not supported by the HubSpot connector yet: use \"contacts\"",
+                o.value
+            ),
+        ));
         ok = false;
     }
     let mut mode = SyncMode::Upsert;
@@ -718,7 +831,10 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
             match m.value.as_str() {
                 "upsert" => mode = SyncMode::Upsert,
                 "update" | "create" | "mirror" => {
-                    r.error(mspan, format!("mode {:?} is not available yet: use \"upsert\"", m.value));
+                    r.error(
+                        mspan,
+                        format!("mode {:?} is not available yet: use \"upsert\"", m.value),
+                    );
                     ok = false;
                 }
                 other => {
@@ -734,14 +850,19 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
         Some(v) => {
             if let Some(mut m) = r.table(v, "`match`") {
                 match_column = m.take("column").and_then(|v| r.string(v, "match.column"));
-                match_property = m.take("property").and_then(|v| r.string(v, "match.property"));
+                match_property = m
+                    .take("property")
+                    .and_then(|v| r.string(v, "match.property"));
                 if match_column.is_none() || match_property.is_none() {
                     r.error(m.span, "`match` needs `column` (model column) and `property` (a unique CRM property, e.g. \"email\")");
                 }
                 r.finish(m);
             }
         }
-        None => r.error(span, "[[sync]] needs `match = { column = \"email\", property = \"email\" }`"),
+        None => r.error(
+            span,
+            "[[sync]] needs `match = { column = \"email\", property = \"email\" }`",
+        ),
     }
     let mapping = match t.take("mapping") {
         Some(v) => r.string_map(v, "mapping").unwrap_or_default(),
@@ -764,13 +885,25 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (col, prop) in &mapping {
         if let Some(prev) = seen.insert(prop.value.as_str(), col.line) {
-            r.errors.push(r.file.error_at_line(prop.line, format!("property {:?} is mapped twice (also on line {prev})", prop.value)));
+            r.errors.push(r.file.error_at_line(
+                prop.line,
+                format!(
+                    "property {:?} is mapped twice (also on line {prev})",
+                    prop.value
+                ),
+            ));
             ok = false;
         }
     }
     for (prop, _) in &set {
         if let Some(prev) = seen.insert(prop.value.as_str(), prop.line) {
-            r.errors.push(r.file.error_at_line(prop.line, format!("property {:?} is both mapped and set (line {prev})", prop.value)));
+            r.errors.push(r.file.error_at_line(
+                prop.line,
+                format!(
+                    "property {:?} is both mapped and set (line {prev})",
+                    prop.value
+                ),
+            ));
             ok = false;
         }
     }
@@ -792,18 +925,25 @@ fn read_sync(r: &mut Reader<'_>, model: &str, count: usize, v: toml_span::Value<
         match_property: match_property?.value,
         mapping: mapping.into_iter().map(|(c, p)| (c, p.value)).collect(),
         set: set.into_iter().map(|(p, v)| (p.value, v.value)).collect(),
-        on_remove_set: on_remove_set.into_iter().map(|(p, v)| (p.value, v.value)).collect(),
+        on_remove_set: on_remove_set
+            .into_iter()
+            .map(|(p, v)| (p.value, v.value))
+            .collect(),
         file: r.file.path.clone(),
         line,
     })
 }
 
-fn cross_check(models: &[ModelConfig], connectors: &BTreeMap<String, ConnectorConfig>, errors: &mut Vec<ConfigError>) {
+fn cross_check(
+    models: &[ModelConfig],
+    connectors: &BTreeSet<String>,
+    errors: &mut Vec<ConfigError>,
+) {
     let mut names: BTreeMap<&str, (&Path, usize)> = BTreeMap::new();
     for m in models {
         for s in &m.syncs {
-            if !connectors.contains_key(&s.connector) {
-                let known: Vec<&str> = connectors.keys().map(|k| k.as_str()).collect();
+            if !connectors.contains(&s.connector) {
+                let known: Vec<&str> = connectors.iter().map(|k| k.as_str()).collect();
                 errors.push(ConfigError {
                     file: s.file.clone(),
                     line: s.line,
@@ -812,7 +952,11 @@ fn cross_check(models: &[ModelConfig], connectors: &BTreeMap<String, ConnectorCo
                         "unknown connector {:?}: no connectors/{}.toml (known: {})",
                         s.connector,
                         s.connector,
-                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".to_string()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 });
             }
@@ -821,7 +965,11 @@ fn cross_check(models: &[ModelConfig], connectors: &BTreeMap<String, ConnectorCo
                     file: s.file.clone(),
                     line: s.line,
                     column: None,
-                    message: format!("sync name {:?} is already used at {}:{line}", s.name, file.display()),
+                    message: format!(
+                        "sync name {:?} is already used at {}:{line}",
+                        s.name,
+                        file.display()
+                    ),
                 });
             }
         }

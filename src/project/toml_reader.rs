@@ -42,7 +42,10 @@ impl<'s> Reader<'s> {
             Ok(v) => Some(v),
             Err(e) => {
                 let msg = syntax_message(&e);
+                // An error at end of file belongs to the last line with content (an unclosed bracket, say).
+                let end = self.file.text.trim_end().len();
                 let line = match e.line_info {
+                    _ if e.span.start >= end => self.file.line_of(end.saturating_sub(1)),
                     Some((line, _)) => line + 1,
                     None => self.file.line_of(e.span.start),
                 };
@@ -54,7 +57,8 @@ impl<'s> Reader<'s> {
 
     pub fn error(&mut self, span: Span, message: impl Into<String>) {
         let line = self.file.line_of(span.start);
-        self.errors.push(self.file.error_at_line(line, message.into()));
+        self.errors
+            .push(self.file.error_at_line(line, message.into()));
     }
 
     pub fn line(&self, span: Span) -> usize {
@@ -67,7 +71,10 @@ impl<'s> Reader<'s> {
         match value.take() {
             ValueInner::Table(t) => Some(Table {
                 span,
-                entries: t.into_iter().map(|(k, v)| (k.name.into_owned(), (k.span, v))).collect(),
+                entries: t
+                    .into_iter()
+                    .map(|(k, v)| (k.name.into_owned(), (k.span, v)))
+                    .collect(),
                 asked: Vec::new(),
                 what: what.to_string(),
             }),
@@ -129,7 +136,10 @@ impl<'s> Reader<'s> {
                 match expanded.trim().parse::<i64>() {
                     Ok(n) => n,
                     Err(_) => {
-                        self.error(span, format!("`{key}` must be an integer, found {expanded:?}"));
+                        self.error(
+                            span,
+                            format!("`{key}` must be an integer, found {expanded:?}"),
+                        );
                         return None;
                     }
                 }
@@ -143,7 +153,10 @@ impl<'s> Reader<'s> {
             }
         };
         if n < min || n > max {
-            self.error(span, format!("`{key}` must be between {min} and {max}, found {n}"));
+            self.error(
+                span,
+                format!("`{key}` must be between {min} and {max}, found {n}"),
+            );
             return None;
         }
         Some(n)
@@ -164,7 +177,11 @@ impl<'s> Reader<'s> {
     }
 
     /// A table of string → string (e.g. a mapping), in file order.
-    pub fn string_map(&mut self, value: Value<'_>, key: &str) -> Option<Vec<(Located<String>, Located<String>)>> {
+    pub fn string_map(
+        &mut self,
+        value: Value<'_>,
+        key: &str,
+    ) -> Option<Vec<(Located<String>, Located<String>)>> {
         let mut t = self.table(value, &format!("`{key}`"))?;
         let mut out = Vec::new();
         for (name, (kspan, v)) in t.take_all() {
@@ -200,7 +217,10 @@ impl<'s> Reader<'s> {
             other => {
                 self.error(
                     span,
-                    format!("`{key}` must be a string or an array of strings, found {}", other.type_str()),
+                    format!(
+                        "`{key}` must be a string or an array of strings, found {}",
+                        other.type_str()
+                    ),
                 );
                 None
             }
@@ -215,7 +235,10 @@ impl<'s> Reader<'s> {
             other => {
                 self.error(
                     span,
-                    format!("`{key}` must be an array of tables ([[{key}]]), found {}", other.type_str()),
+                    format!(
+                        "`{key}` must be an array of tables ([[{key}]]), found {}",
+                        other.type_str()
+                    ),
                 );
                 None
             }
@@ -228,7 +251,10 @@ impl<'s> Reader<'s> {
         for (name, (span, _)) in table.entries {
             self.error(
                 span,
-                format!("unknown key `{name}` in {} (expected one of: {asked})", table.what),
+                format!(
+                    "unknown key `{name}` in {} (expected one of: {asked})",
+                    table.what
+                ),
             );
         }
     }

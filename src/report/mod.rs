@@ -69,14 +69,30 @@ pub fn human(s: &Summary) -> String {
         s.added, s.changed, s.removed, s.unchanged, s.invalid, s.rejected
     );
     if s.status == "planned" {
-        let _ = writeln!(o, "  would make {} API request(s); nothing was sent", s.requests_planned);
+        let _ = writeln!(
+            o,
+            "  would make {} API request(s); nothing was sent",
+            s.requests_planned
+        );
         for c in &s.sample {
             let props: Vec<String> = c
                 .properties
                 .iter()
-                .map(|(k, v)| format!("{}={}", term_safe(k), v.as_deref().map(term_safe).unwrap_or_else(|| "NULL".into())))
+                .map(|(k, v)| {
+                    format!(
+                        "{}={}",
+                        term_safe(k),
+                        v.as_deref().map(term_safe).unwrap_or_else(|| "NULL".into())
+                    )
+                })
                 .collect();
-            let _ = writeln!(o, "    {:<6} {}  {}", c.op, term_safe(&c.key), props.join(" "));
+            let _ = writeln!(
+                o,
+                "    {:<6} {}  {}",
+                c.op,
+                term_safe(&c.key),
+                props.join(" ")
+            );
         }
     } else {
         let _ = writeln!(

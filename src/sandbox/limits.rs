@@ -275,12 +275,12 @@ mod tests {
             burst_per_10s: 1,
             ..limiter.limits()
         });
-        // Two of the three must leave: the second leaves at t0 + 11 s.
+        // All three must leave for one to fit: the newest leaves at t0 + 12 s.
         assert_eq!(
             limiter.admit(t0 + Duration::from_secs(3), wall()),
             Admission::Throttled {
                 policy: Policy::TenSecondlyRolling,
-                retry_after_secs: 8
+                retry_after_secs: 9
             }
         );
     }

@@ -92,7 +92,7 @@ impl SandboxConfig {
     }
 }
 
-/// The data a sandbox starts with.
+/// The data a sandbox starts with. `Seed::default()` is empty; [`SandboxConfig::default`] uses [`Seed::demo`].
 #[derive(Debug, Clone, Default)]
 pub struct Seed {
     /// Owners served by `/crm/v3/owners`; archived ones cannot be assigned.

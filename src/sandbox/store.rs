@@ -35,6 +35,13 @@ impl ObjectType {
         }
     }
 
+    /// The singular HubSpot uses in conflict messages ("Contact already exists").
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ObjectType::Contacts => "Contact",
+        }
+    }
+
     /// HubSpot's object type id, as named in "non-unique 0-1 property" messages.
     pub(crate) fn type_id(self) -> &'static str {
         match self {

@@ -5,11 +5,12 @@
 //! kept beside it for reports and `on_remove`.
 //!
 //! Both backends share one schema (`migrations/sqlite`, `migrations/postgres`) and,
-//! where the dialects agree, one SQL text (sqlx binds `$N` on SQLite too). The
-//! per-row write paths differ: Postgres gets batched `UNNEST` statements because
-//! every statement is a network round trip, SQLite a prepared statement per row
-//! inside one transaction. u64 hashes and fingerprints are stored as their i64 bit
-//! pattern, so values above `i64::MAX` come back exactly.
+//! where the dialects agree, one SQL text (sqlx binds `$N` on SQLite too). The bulk
+//! paths differ, each shaped by where its time goes: Postgres writes arrays through
+//! `UNNEST` (a statement is a network round trip), SQLite multi-row `VALUES` (a
+//! statement is a hop to sqlx's worker thread), and each loads fingerprints its own
+//! way (`postgres.rs`, `sqlite.rs`). u64 hashes and fingerprints are stored as their
+//! i64 bit pattern, so values above `i64::MAX` come back exactly.
 
 mod postgres;
 mod sqlite;
@@ -209,18 +210,12 @@ impl StateStore {
 
     /// key_hash → fingerprint for every row the sync has synced.
     pub async fn load_fingerprints(&self, sync: &str) -> Result<HashMap<u64, u64>, StateError> {
-        const SQL: &str = "SELECT key_hash, fingerprint FROM synced_rows WHERE sync = $1";
-        let mut fingerprints = HashMap::new();
-        // Streamed so a 10M-row state never exists as decoded rows, only as the map.
-        on_pool!(self, read pool => {
-            let mut rows = sqlx::query(SQL).bind(sync).fetch(pool);
-            while let Some(row) = rows.try_next().await? {
-                let key_hash: i64 = row.try_get(0)?;
-                let fingerprint: i64 = row.try_get(1)?;
-                fingerprints.insert(from_db(key_hash), from_db(fingerprint));
-            }
-        });
-        Ok(fingerprints)
+        let mut sink = FingerprintSink::new();
+        match &self.backend {
+            Backend::Sqlite(pools) => sqlite::load_fingerprints(pools, sync, &mut sink).await?,
+            Backend::Postgres(pool) => postgres::load_fingerprints(pool, sync, &mut sink).await?,
+        }
+        Ok(sink.finish().await)
     }
 
     /// The stored rows for these key hashes, in no particular order; unknown hashes are skipped.
@@ -266,7 +261,9 @@ impl StateStore {
     ) -> Result<(), StateError> {
         match &self.backend {
             Backend::Sqlite(pools) => sqlite::commit_batch(pools, run, sync, batch, now_ms()).await,
-            Backend::Postgres(pool) => postgres::commit_batch(pool, run, sync, batch, now_ms()).await,
+            Backend::Postgres(pool) => {
+                postgres::commit_batch(pool, run, sync, batch, now_ms()).await
+            }
         }
     }
 
@@ -409,10 +406,61 @@ impl StateStore {
         let recovered = on_pool!(self, write pool => {
             sqlx::query(SQL).bind(now_ms()).execute(pool).await?.rows_affected()
         });
-        if recovered > 0 {
-            tracing::warn!(recovered, "marked runs interrupted by a previous process as failed");
-        }
         Ok(recovered)
+    }
+}
+
+/// Fingerprints handed to the map builder at a time.
+const SINK_CHUNK: usize = 8 * 1024;
+
+/// Builds the fingerprint map on a blocking thread while the backend keeps fetching:
+/// decoding 10M rows and hashing them into the map each take seconds, so they overlap.
+struct FingerprintSink {
+    chunk: Vec<(u64, u64)>,
+    chunks: tokio::sync::mpsc::Sender<Vec<(u64, u64)>>,
+    builder: tokio::task::JoinHandle<HashMap<u64, u64>>,
+}
+
+impl FingerprintSink {
+    fn new() -> FingerprintSink {
+        let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(u64, u64)>>(8);
+        let builder = tokio::task::spawn_blocking(move || {
+            let mut map = HashMap::new();
+            while let Some(chunk) = received.blocking_recv() {
+                map.extend(chunk);
+            }
+            map
+        });
+        FingerprintSink {
+            chunk: Vec::with_capacity(SINK_CHUNK),
+            chunks,
+            builder,
+        }
+    }
+
+    async fn push(&mut self, key_hash: i64, fingerprint: i64) {
+        self.chunk.push((from_db(key_hash), from_db(fingerprint)));
+        if self.chunk.len() == SINK_CHUNK {
+            self.flush().await;
+        }
+    }
+
+    async fn flush(&mut self) {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(SINK_CHUNK));
+        // Sending fails only if the builder panicked, which `finish` re-raises.
+        let _ = self.chunks.send(chunk).await;
+    }
+
+    async fn finish(mut self) -> HashMap<u64, u64> {
+        self.flush().await;
+        drop(self.chunks);
+        match self.builder.await {
+            Ok(map) => map,
+            Err(err) => match err.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(err) => panic!("building the fingerprint map: {err}"),
+            },
+        }
     }
 }
 

@@ -157,7 +157,10 @@ async fn batch_round_trip(db: TestDb) {
 
     let second = BatchOutcome {
         // Repeated hash in one batch: the last accept wins.
-        accepted: vec![accepted("a@x.io", 1, 12, None), accepted("a@x.io", 1, 13, None)],
+        accepted: vec![
+            accepted("a@x.io", 1, 12, None),
+            accepted("a@x.io", 1, 13, None),
+        ],
         removed: vec![2, 99],
         rejected: vec![
             rejection("e@x.io", "VALIDATION_ERROR", "bad phone"),
@@ -197,7 +200,10 @@ async fn batch_round_trip(db: TestDb) {
         ]
     );
     let counts = store.run(run).await.unwrap().counts;
-    assert_eq!((counts.api_calls, counts.throttled, counts.rejected), (5, 1, 3));
+    assert_eq!(
+        (counts.api_calls, counts.throttled, counts.rejected),
+        (5, 1, 3)
+    );
 }
 
 async fn record_id_survives_an_accept_without_one(db: TestDb) {
@@ -252,7 +258,10 @@ async fn failed_batch_leaves_nothing(db: TestDb) {
         .commit_batch(missing, "contacts", &failing)
         .await
         .unwrap_err();
-    assert!(matches!(err, StateError::RunNotFound(id) if id == missing), "{err}");
+    assert!(
+        matches!(err, StateError::RunNotFound(id) if id == missing),
+        "{err}"
+    );
     assert_eq!(
         store.load_fingerprints("contacts").await.unwrap(),
         HashMap::from([(1, 11)])
@@ -306,7 +315,12 @@ async fn run_lifecycle(db: TestDb) {
         .await
         .unwrap();
     store
-        .finish_run(other, "failed", &RunCounts::default(), Some("HubSpot said 401"))
+        .finish_run(
+            other,
+            "failed",
+            &RunCounts::default(),
+            Some("HubSpot said 401"),
+        )
         .await
         .unwrap();
 
@@ -324,11 +338,23 @@ async fn run_lifecycle(db: TestDb) {
         ids(store.recent_runs(Some("contacts"), 10).await.unwrap()),
         vec![second, first]
     );
-    assert_eq!(ids(store.recent_runs(None, 2).await.unwrap()), vec![second, other]);
-    assert!(store.recent_runs(Some("nope"), 10).await.unwrap().is_empty());
+    assert_eq!(
+        ids(store.recent_runs(None, 2).await.unwrap()),
+        vec![second, other]
+    );
+    assert!(
+        store
+            .recent_runs(Some("nope"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     let missing = second + 1_000;
-    assert!(matches!(store.run(missing).await, Err(StateError::RunNotFound(_))));
+    assert!(matches!(
+        store.run(missing).await,
+        Err(StateError::RunNotFound(_))
+    ));
     assert!(matches!(
         store.finish_run(missing, "ok", &counts, None).await,
         Err(StateError::RunNotFound(_))
@@ -403,7 +429,8 @@ fn spread(i: u64) -> u64 {
 }
 
 async fn loads_many_fingerprints(db: TestDb) {
-    const ROWS: u64 = 100_000;
+    // Past one SQLite load page (100k), so the paging continues from a key.
+    const ROWS: u64 = 100_500;
     const BATCH: u64 = 500;
     let store = db.store().await;
     let run = store.begin_run("contacts", true).await.unwrap();
@@ -426,7 +453,10 @@ async fn loads_many_fingerprints(db: TestDb) {
     let wanted: Vec<u64> = (0..1_200).map(spread).chain([1, 2, 3]).collect();
     let rows = store.synced_rows("contacts", &wanted).await.unwrap();
     assert_eq!(rows.len(), 1_200);
-    assert!(rows.iter().all(|r| r.key == format!("lead{}@x.io", r.fingerprint)));
+    assert!(
+        rows.iter()
+            .all(|r| r.key == format!("lead{}@x.io", r.fingerprint))
+    );
     assert_eq!(store.run(run).await.unwrap().counts.api_calls, ROWS / BATCH);
 }
 
@@ -434,10 +464,17 @@ async fn invalid_key_rejections(db: TestDb) {
     let store = db.store().await;
     let run = store.begin_run("contacts", false).await.unwrap();
     store.record_rejections(run, "contacts", &[]).await.unwrap();
-    let invalid = vec![
-        rejection("", INVALID_KEY, "null primary key (row 3)"),
-        rejection("a@x.io", INVALID_KEY, "duplicate primary key (rows 5, 9)"),
-    ];
+    // More than one multi-row statement's worth, to check the order across statements.
+    let invalid: Vec<Rejection> = (0..150)
+        .map(|i| {
+            rejection(
+                &format!("k{i}"),
+                INVALID_KEY,
+                &format!("duplicate key (row {i})"),
+            )
+        })
+        .chain([rejection("", INVALID_KEY, "null primary key (row 3)")])
+        .collect();
     store
         .record_rejections(run, "contacts", &invalid)
         .await
@@ -446,7 +483,9 @@ async fn invalid_key_rejections(db: TestDb) {
     // Invalid rows are counted as `invalid` by finish_run, not as destination rejections.
     assert_eq!(store.run(run).await.unwrap().counts.rejected, 0);
     assert!(matches!(
-        store.record_rejections(run + 1_000, "contacts", &invalid).await,
+        store
+            .record_rejections(run + 1_000, "contacts", &invalid)
+            .await,
         Err(StateError::RunNotFound(_))
     ));
 }
@@ -488,7 +527,10 @@ async fn readers_work_beside_a_writer(db: TestDb) {
         reader.await.unwrap();
     }
     assert_eq!(store.run(run).await.unwrap().counts.api_calls, 50);
-    assert_eq!(store.load_fingerprints("contacts").await.unwrap().len(), 5_000 - 49);
+    assert_eq!(
+        store.load_fingerprints("contacts").await.unwrap().len(),
+        5_000 - 49
+    );
 }
 
 #[tokio::test]
@@ -515,6 +557,27 @@ async fn in_memory_sqlite_works() {
     );
 }
 
+#[test]
+fn wire_chunks_stay_within_the_budget() {
+    use super::postgres::{MESSAGE_BUDGET, wire_chunks};
+    let sizes: Vec<usize> = (0..1_000)
+        .map(|i| 1 + (i * 37) % 400)
+        .chain([MESSAGE_BUDGET * 2, 5])
+        .collect();
+    let chunks: Vec<&[usize]> = wire_chunks(&sizes, |&n| n).collect();
+    assert_eq!(chunks.concat(), sizes);
+    for chunk in &chunks {
+        let total: usize = chunk.iter().sum();
+        assert!(!chunk.is_empty());
+        assert!(
+            total <= MESSAGE_BUDGET || chunk.len() == 1,
+            "{total} bytes in {} items",
+            chunk.len()
+        );
+    }
+    assert!(wire_chunks(&[] as &[usize], |&n| n).next().is_none());
+}
+
 /// Migrations are listed by hand in each backend; a file added to `migrations/` but not
 /// to the list would silently never run.
 #[test]
@@ -527,7 +590,10 @@ fn every_migration_file_is_embedded() {
         for entry in std::fs::read_dir(root.join(backend)).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
             let included = format!("migrations/{backend}/{name}\"");
-            assert!(source.contains(&included), "{backend}: {name} is not embedded");
+            assert!(
+                source.contains(&included),
+                "{backend}: {name} is not embedded"
+            );
         }
     }
 }

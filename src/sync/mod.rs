@@ -17,7 +17,9 @@ use crate::connectors::{BatchReport, ConnectorError, Destination, OutRecord, Out
 use crate::diff::{ChangeSet, Differ, Record};
 use crate::model::{self, ModelError, Renderer};
 use crate::project::{ConfigError, ModelConfig, SyncConfig};
-use crate::state::{Accepted, BatchOutcome, Rejection, RunCounts, RunId, StateError, StateStore, SyncedRow};
+use crate::state::{
+    Accepted, BatchOutcome, Rejection, RunCounts, RunId, StateError, StateStore, SyncedRow,
+};
 
 /// How to run.
 #[derive(Debug, Clone, Copy, Default)]
@@ -124,7 +126,11 @@ pub async fn run(
     let remove_requests = if sync.on_remove_set.is_empty() {
         0
     } else {
-        removed_rows.iter().filter(|r| r.record_id.is_some()).count().div_ceil(batch)
+        removed_rows
+            .iter()
+            .filter(|r| r.record_id.is_some())
+            .count()
+            .div_ceil(batch)
     };
     let to_send = cs.added.len() + cs.changed.len();
     let mut summary = Summary {
@@ -144,7 +150,10 @@ pub async fn run(
         duration_ms: 0,
         error: None,
         sample: sample(&cs, &removed_rows, sync),
-        rejections: invalid_rejections(&cs).into_iter().take(SUMMARY_LIMIT).collect(),
+        rejections: invalid_rejections(&cs)
+            .into_iter()
+            .take(SUMMARY_LIMIT)
+            .collect(),
     };
     if opts.dry_run {
         summary.duration_ms = started.elapsed().as_millis() as u64;
@@ -153,12 +162,23 @@ pub async fn run(
 
     let run_id = state.begin_run(&sync.name, opts.full).await?;
     summary.run_id = Some(run_id);
-    state.record_rejections(run_id, &sync.name, &invalid_rejections(&cs)).await?;
+    state
+        .record_rejections(run_id, &sync.name, &invalid_rejections(&cs))
+        .await?;
 
     let span = tracing::info_span!("run", sync = %sync.name, run_id);
-    let result = send(state, dest.as_ref(), sync, run_id, &cs, &removed_rows, batch, &mut summary)
-        .instrument(span)
-        .await;
+    let result = send(
+        state,
+        dest.as_ref(),
+        sync,
+        run_id,
+        &cs,
+        &removed_rows,
+        batch,
+        &mut summary,
+    )
+    .instrument(span)
+    .await;
     summary.status = match &result {
         Ok(()) if summary.error.is_some() => "failed".into(),
         Ok(()) if summary.rejected > 0 => "rejections".into(),
@@ -209,10 +229,16 @@ fn sample(cs: &ChangeSet, removed: &[SyncedRow], sync: &SyncConfig) -> Vec<Sampl
         .take(per)
         .map(|r| rec("add", r))
         .chain(cs.changed.iter().take(per).map(|r| rec("change", r)))
-        .chain(removed.iter().take(per).map(|r| SampleChange {
-            op: "remove",
-            key: r.key.clone(),
-            properties: sync.on_remove_set.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect(),
+        .chain(removed.iter().take(per).map(|r| {
+            SampleChange {
+                op: "remove",
+                key: r.key.clone(),
+                properties: sync
+                    .on_remove_set
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect(),
+            }
         }))
         .collect()
 }
@@ -255,7 +281,9 @@ async fn send(
             unknown_id.push(Rejection {
                 key: r.key.clone(),
                 category: "NO_RECORD_ID".into(),
-                message: "left the model, but the CRM never told us its record id: on_remove not applied".into(),
+                message:
+                    "left the model, but the CRM never told us its record id: on_remove not applied"
+                        .into(),
             });
         }
     }
@@ -393,9 +421,17 @@ fn to_outcome(job: &Job<'_>, report: &BatchReport, summary: &mut Summary) -> Bat
 
 /// Commits one batch's outcome. A commit that fails leaves the rows unsynced, so
 /// they are resent next run (upserts are idempotent); the run reports it.
-async fn commit(state: &StateStore, run_id: RunId, sync: &str, outcome: &BatchOutcome, summary: &mut Summary) {
+async fn commit(
+    state: &StateStore,
+    run_id: RunId,
+    sync: &str,
+    outcome: &BatchOutcome,
+    summary: &mut Summary,
+) {
     if let Err(e) = state.commit_batch(run_id, sync, outcome).await {
         tracing::error!(sync, run_id, "state commit failed: {e}");
-        summary.error.get_or_insert_with(|| format!("state commit failed: {e}"));
+        summary
+            .error
+            .get_or_insert_with(|| format!("state commit failed: {e}"));
     }
 }

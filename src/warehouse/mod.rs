@@ -71,7 +71,11 @@ pub async fn open(project: &Project) -> Result<SessionContext, Vec<WarehouseErro
             });
         }
     }
-    if errors.is_empty() { Ok(ctx) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(ctx)
+    } else {
+        Err(errors)
+    }
 }
 
 async fn register(ctx: &SessionContext, s: &TableSource) -> datafusion::error::Result<()> {
@@ -106,14 +110,19 @@ fn dir_format(dir: &Path) -> Result<Option<(FileFormat, String)>, String> {
     let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
     for e in entries.filter_map(|e| e.ok()) {
         let p = e.path();
-        if !p.is_file() || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {
+        if !p.is_file()
+            || p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        {
             continue;
         }
         if let Some((f, ext)) = extension_of(&p) {
             match &found {
                 None => found = Some((f, ext)),
                 Some((_, prev)) if *prev != ext => {
-                    return Err(format!("mixes {prev} and {ext} files: keep one format per table"));
+                    return Err(format!(
+                        "mixes {prev} and {ext} files: keep one format per table"
+                    ));
                 }
                 Some(_) => {}
             }
@@ -137,7 +146,11 @@ fn resolve(t: &TableConfig) -> Result<TableSource, WarehouseError> {
     let (format, extension) = match (t.format, detected) {
         (Some(f), Some((_, ext))) => (f, ext),
         (Some(f), None) if meta.is_dir() => {
-            return Err(err(format!("{} has no {} files", t.path.display(), f.extension())));
+            return Err(err(format!(
+                "{} has no {} files",
+                t.path.display(),
+                f.extension()
+            )));
         }
         (Some(f), None) => (f, String::new()),
         (None, Some(d)) => d,
@@ -153,7 +166,11 @@ fn resolve(t: &TableConfig) -> Result<TableSource, WarehouseError> {
         path: t.path.clone(),
         format,
         // A single file is registered by its full path; the extension filter must not reject it.
-        extension: if meta.is_dir() { extension } else { String::new() },
+        extension: if meta.is_dir() {
+            extension
+        } else {
+            String::new()
+        },
         csv_has_header: t.csv_has_header,
         csv_delimiter: t.csv_delimiter,
         line: t.line,

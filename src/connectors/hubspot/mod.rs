@@ -41,13 +41,22 @@ impl HubSpot {
         })
     }
 
-    async fn send_batch(&self, path: &str, inputs: Vec<Value>, records: &[OutRecord], id_property: Option<&str>) -> Result<BatchReport, ConnectorError> {
+    async fn send_batch(
+        &self,
+        path: &str,
+        inputs: Vec<Value>,
+        records: &[OutRecord],
+        id_property: Option<&str>,
+    ) -> Result<BatchReport, ConnectorError> {
         let url = format!("{}{path}", self.base_url);
         let Sent {
             result,
             api_calls,
             throttled,
-        } = self.client.post_json(&url, &json!({ "inputs": inputs }), classify_429).await;
+        } = self
+            .client
+            .post_json(&url, &json!({ "inputs": inputs }), classify_429)
+            .await;
         let resp = match result {
             Ok(r) => r,
             Err(Failure::GaveUp { message }) => {
@@ -135,7 +144,11 @@ struct StandardError {
 /// Pairs each input with its result or error. HubSpot does not promise result
 /// order, so results are matched on the id property's value (emails case-insensitively)
 /// and errors on `context.ids`; an input with neither was not confirmed and stays unsynced.
-fn match_outcomes(records: &[OutRecord], b: &BatchResponse, id_property: Option<&str>) -> Vec<Outcome> {
+fn match_outcomes(
+    records: &[OutRecord],
+    b: &BatchResponse,
+    id_property: Option<&str>,
+) -> Vec<Outcome> {
     let norm = |s: &str| s.trim().to_lowercase();
     let mut errors: HashMap<String, &StandardError> = HashMap::new();
     for e in &b.errors {
@@ -185,7 +198,11 @@ fn match_outcomes(records: &[OutRecord], b: &BatchResponse, id_property: Option<
 fn error_category(body: &str) -> (String, String) {
     match serde_json::from_str::<StandardError>(body) {
         Ok(e) if !e.message.is_empty() => (
-            if e.category.is_empty() { "ERROR".into() } else { e.category },
+            if e.category.is_empty() {
+                "ERROR".into()
+            } else {
+                e.category
+            },
             e.message,
         ),
         _ => ("ERROR".into(), body.chars().take(500).collect()),
@@ -215,7 +232,12 @@ impl Destination for HubSpot {
         self.concurrency
     }
 
-    async fn upsert(&self, object: &str, id_property: &str, records: &[OutRecord]) -> Result<BatchReport, ConnectorError> {
+    async fn upsert(
+        &self,
+        object: &str,
+        id_property: &str,
+        records: &[OutRecord],
+    ) -> Result<BatchReport, ConnectorError> {
         let inputs = records
             .iter()
             .map(|r| {
@@ -226,17 +248,31 @@ impl Destination for HubSpot {
                 })
             })
             .collect();
-        self.send_batch(&format!("/crm/v3/objects/{object}/batch/upsert"), inputs, records, Some(id_property))
-            .await
+        self.send_batch(
+            &format!("/crm/v3/objects/{object}/batch/upsert"),
+            inputs,
+            records,
+            Some(id_property),
+        )
+        .await
     }
 
-    async fn update(&self, object: &str, records: &[OutRecord]) -> Result<BatchReport, ConnectorError> {
+    async fn update(
+        &self,
+        object: &str,
+        records: &[OutRecord],
+    ) -> Result<BatchReport, ConnectorError> {
         let inputs = records
             .iter()
             .map(|r| json!({ "id": r.id, "properties": properties_json(&r.properties) }))
             .collect();
-        self.send_batch(&format!("/crm/v3/objects/{object}/batch/update"), inputs, records, None)
-            .await
+        self.send_batch(
+            &format!("/crm/v3/objects/{object}/batch/update"),
+            inputs,
+            records,
+            None,
+        )
+        .await
     }
 }
 
@@ -260,8 +296,17 @@ mod tests {
             "numErrors":1,
             "errors":[{"status":"error","category":"VALIDATION_ERROR","message":"bad email","context":{"ids":["nope"]}}]}"#;
         let b: BatchResponse = serde_json::from_str(body).unwrap();
-        let got = match_outcomes(&[rec("A@x.com"), rec("nope"), rec("b@x.com"), rec("c@x.com")], &b, Some("email"));
-        assert_eq!(got[0], Outcome::Accepted { record_id: Some("1".into()) });
+        let got = match_outcomes(
+            &[rec("A@x.com"), rec("nope"), rec("b@x.com"), rec("c@x.com")],
+            &b,
+            Some("email"),
+        );
+        assert_eq!(
+            got[0],
+            Outcome::Accepted {
+                record_id: Some("1".into())
+            }
+        );
         assert_eq!(
             got[1],
             Outcome::Rejected {
@@ -269,14 +314,22 @@ mod tests {
                 message: "bad email".into()
             }
         );
-        assert_eq!(got[2], Outcome::Accepted { record_id: Some("2".into()) });
+        assert_eq!(
+            got[2],
+            Outcome::Accepted {
+                record_id: Some("2".into())
+            }
+        );
         assert!(matches!(&got[3], Outcome::Rejected { category, .. } if category == "NO_RESULT"));
     }
 
     #[test]
     fn daily_limit_is_not_retried() {
         assert_eq!(classify_429(r#"{"policyName":"DAILY"}"#), Throttle::Stop);
-        assert_eq!(classify_429(r#"{"policyName":"TEN_SECONDLY_ROLLING"}"#), Throttle::Retry);
+        assert_eq!(
+            classify_429(r#"{"policyName":"TEN_SECONDLY_ROLLING"}"#),
+            Throttle::Retry
+        );
         assert_eq!(classify_429("not json"), Throttle::Retry);
     }
 }

@@ -66,10 +66,9 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
     };
 
     let mut response = next.run(request).await;
-    state
-        .lock()
-        .stats
-        .record(&endpoint, response.status().as_u16());
+    let status = response.status().as_u16();
+    tracing::debug!(%endpoint, status, "sandbox request");
+    state.lock().stats.record(&endpoint, status);
     rate_limit_headers(response.headers_mut(), &quota);
     response
 }

@@ -153,9 +153,9 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
     let mut errors = Vec::new();
     // Inputs apply in order and independently: one bad record does not hold back the rest.
     for (by, input) in keyed {
-        match upsert_one(table, owners, by, input, now) {
+        match upsert_one(kind, table, owners, by, input, now) {
             Ok(result) => results.push(result),
-            Err(error) => errors.push(error),
+            Err(error) => errors.push(*error),
         }
     }
     data.stats.records_written += results.len() as u64;
@@ -164,12 +164,13 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
 }
 
 fn upsert_one(
+    kind: ObjectType,
     table: &mut Table,
     owners: &[Owner],
     by: IdProperty,
     input: UpsertInput,
     now: DateTime<Utc>,
-) -> Result<UpsertResult, StandardError> {
+) -> Result<UpsertResult, Box<StandardError>> {
     let mut problems = Vec::new();
     let existing = match by {
         IdProperty::RecordId => Some(
@@ -191,7 +192,9 @@ fn upsert_one(
             .filter_map(|(name, value)| check_property(name, value, owners)),
     );
     if !problems.is_empty() {
-        return Err(StandardError::invalid_properties(&input.id, &problems));
+        return Err(Box::new(StandardError::invalid_properties(
+            &input.id, &problems,
+        )));
     }
 
     let mut changes = input.properties;
@@ -203,11 +206,11 @@ fn upsert_one(
         }
     }
     if let Some((_, holder)) = table.unique_conflict(existing, &changes) {
-        return Err(StandardError::new(
+        return Err(Box::new(StandardError::new(
             "CONFLICT",
-            format!("Contact already exists. Existing ID: {holder}"),
+            format!("{} already exists. Existing ID: {holder}", kind.label()),
             vec![input.id],
-        ));
+        )));
     }
 
     let (record, new) = match existing {
@@ -228,12 +231,12 @@ fn upsert_one(
     })
 }
 
-fn not_found_one(id: &str) -> StandardError {
-    StandardError::new(
+fn not_found_one(id: &str) -> Box<StandardError> {
+    Box::new(StandardError::new(
         "OBJECT_NOT_FOUND",
         "Object not found.  objectId are usually numeric.".to_owned(),
         vec![id.to_owned()],
-    )
+    ))
 }
 
 /// HubSpot's per-property checks: the value's format, and that an owner exists and is active.

@@ -1,0 +1,6 @@
+//! The integration harness: real projects on disk, DataFusion on real files, the sandbox over real HTTP.
+
+mod cli;
+mod common;
+mod models;
+mod sync;
