@@ -229,6 +229,14 @@ fn describe(e: &reqwest::Error) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Instant;
+
+    use axum::Router;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::post;
+
     use super::*;
 
     #[test]
@@ -243,5 +251,201 @@ mod tests {
             assert!(d <= Duration::from_secs(2), "attempt {attempt}: {d:?}");
             assert!(d >= Duration::from_millis(25));
         }
+    }
+
+    /// A real HTTP server whose answer depends on how many requests it has seen.
+    async fn server<F>(answer: F) -> (String, Arc<AtomicU32>)
+    where
+        F: Fn(u32) -> (StatusCode, HeaderMap, &'static str, Duration) + Send + Sync + 'static,
+    {
+        let hits = Arc::new(AtomicU32::new(0));
+        let h = Arc::clone(&hits);
+        let answer = Arc::new(answer);
+        let app = Router::new().route(
+            "/batch",
+            post(move || {
+                let n = h.fetch_add(1, Ordering::SeqCst);
+                let answer = Arc::clone(&answer);
+                async move {
+                    let (status, headers, body, delay) = answer(n);
+                    tokio::time::sleep(delay).await;
+                    (status, headers, body)
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (format!("http://{addr}/batch"), hits)
+    }
+
+    fn client(max_retries: u32, timeout: Duration) -> Client {
+        Client::new(
+            Secret::new("t"),
+            1000,
+            1,
+            timeout,
+            RetryPolicy {
+                max_retries,
+                base: Duration::from_millis(10),
+                cap: Duration::from_millis(50),
+            },
+        )
+        .unwrap()
+    }
+
+    fn never_stop(_: &str) -> Throttle {
+        Throttle::Retry
+    }
+
+    #[tokio::test]
+    async fn server_errors_are_retried_until_success() {
+        let (url, hits) = server(|n| {
+            let status = if n < 2 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, HeaderMap::new(), "{}", Duration::ZERO)
+        })
+        .await;
+        let sent = client(5, Duration::from_secs(5))
+            .post_json(&url, &serde_json::json!({}), never_stop)
+            .await;
+        assert_eq!(sent.result.unwrap().status, 200);
+        assert_eq!((sent.api_calls, sent.throttled), (3, 0));
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded_and_the_last_error_is_told() {
+        let (url, _) = server(|_| {
+            (
+                StatusCode::BAD_GATEWAY,
+                HeaderMap::new(),
+                "upstream down",
+                Duration::ZERO,
+            )
+        })
+        .await;
+        let sent = client(2, Duration::from_secs(5))
+            .post_json(&url, &serde_json::json!({}), never_stop)
+            .await;
+        let Err(Failure::GaveUp { message }) = sent.result else {
+            panic!("expected a failure")
+        };
+        assert!(
+            message.contains("gave up after 3 attempts: HTTP 502: upstream down"),
+            "{message}"
+        );
+        assert_eq!(sent.api_calls, 3);
+    }
+
+    #[tokio::test]
+    async fn a_429_waits_for_retry_after() {
+        let (url, _) = server(|n| {
+            let mut h = HeaderMap::new();
+            if n == 0 {
+                h.insert("retry-after", "1".parse().unwrap());
+                (StatusCode::TOO_MANY_REQUESTS, h, "{}", Duration::ZERO)
+            } else {
+                (StatusCode::OK, h, "{}", Duration::ZERO)
+            }
+        })
+        .await;
+        let started = Instant::now();
+        let sent = client(3, Duration::from_secs(5))
+            .post_json(&url, &serde_json::json!({}), never_stop)
+            .await;
+        assert_eq!(sent.result.unwrap().status, 200);
+        assert_eq!((sent.api_calls, sent.throttled), (2, 1));
+        assert!(
+            started.elapsed() >= Duration::from_secs(1),
+            "Retry-After was honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_timed_out_request_is_retried() {
+        let (url, _) = server(|n| {
+            let delay = if n == 0 {
+                Duration::from_secs(3)
+            } else {
+                Duration::ZERO
+            };
+            (StatusCode::OK, HeaderMap::new(), "{}", delay)
+        })
+        .await;
+        let sent = client(3, Duration::from_secs(1))
+            .post_json(&url, &serde_json::json!({}), never_stop)
+            .await;
+        assert_eq!(sent.result.unwrap().status, 200);
+        assert_eq!(sent.api_calls, 2);
+    }
+
+    #[tokio::test]
+    async fn a_stop_throttle_is_not_retried() {
+        let (url, hits) = server(|_| {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                HeaderMap::new(),
+                r#"{"policyName":"DAILY","message":"You have reached your daily limit."}"#,
+                Duration::ZERO,
+            )
+        })
+        .await;
+        let sent = client(5, Duration::from_secs(5))
+            .post_json(&url, &serde_json::json!({}), |_| Throttle::Stop)
+            .await;
+        let Err(Failure::GaveUp { message }) = sent.result else {
+            panic!("expected a failure")
+        };
+        assert!(message.contains("daily limit"), "{message}");
+        assert_eq!((sent.api_calls, sent.throttled), (1, 1));
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn requests_are_spaced_by_the_quota() {
+        let (url, _) = server(|_| (StatusCode::OK, HeaderMap::new(), "{}", Duration::ZERO)).await;
+        let retry = RetryPolicy {
+            max_retries: 0,
+            base: Duration::from_millis(10),
+            cap: Duration::from_millis(10),
+        };
+        // 10 per second: the 6th request cannot start before half a second has passed.
+        let c = Client::new(Secret::new("t"), 10, 1, Duration::from_secs(5), retry).unwrap();
+        let started = Instant::now();
+        for _ in 0..6 {
+            assert!(
+                c.post_json(&url, &serde_json::json!({}), never_stop)
+                    .await
+                    .result
+                    .is_ok()
+            );
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_returned_not_retried() {
+        let (url, hits) = server(|_| {
+            (
+                StatusCode::BAD_REQUEST,
+                HeaderMap::new(),
+                "bad",
+                Duration::ZERO,
+            )
+        })
+        .await;
+        let sent = client(5, Duration::from_secs(5))
+            .post_json(&url, &serde_json::json!({}), never_stop)
+            .await;
+        assert_eq!(sent.result.unwrap().status, 400);
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
     }
 }
