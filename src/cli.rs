@@ -232,11 +232,15 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
     let opts = RunOptions {
         full: args.full,
         dry_run,
+        stop: None,
     };
     let names: Vec<String> = selected.iter().map(|(_, s)| s.name.clone()).collect();
     let mut code = EXIT_OK;
     let result = run_named(&project, &ctx, &state, &names, opts, |summary| {
-        if summary.status == "failed" || summary.status == "rejections" {
+        if matches!(
+            summary.status.as_str(),
+            "failed" | "rejections" | "interrupted"
+        ) {
             code = EXIT_RUN_FAILED;
         }
         if args.json {
@@ -279,7 +283,7 @@ pub async fn run_named(
                 d
             }
         };
-        let summary = match sync::run(ctx, state, dest, model, sync, opts).await {
+        let summary = match sync::run(ctx, state, dest, model, sync, opts.clone()).await {
             Ok(s) => s,
             Err(e) => failed_summary(&sync.name, &e.to_string()),
         };

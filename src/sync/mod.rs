@@ -22,12 +22,15 @@ use crate::state::{
 };
 
 /// How to run.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     /// Resend every row, whatever the state says.
     pub full: bool,
     /// Plan only: send nothing, record nothing.
     pub dry_run: bool,
+    /// Once cancelled, no new batch starts; batches in flight finish and commit,
+    /// and the rest stays unsent for the next run (status `interrupted`).
+    pub stop: Option<tokio_util::sync::CancellationToken>,
 }
 
 /// A change shown in `plan` output.
@@ -44,7 +47,7 @@ pub struct SampleChange {
 pub struct Summary {
     pub sync: String,
     pub run_id: Option<RunId>,
-    /// `planned`, `ok`, `rejections`, `failed`.
+    /// `planned`, `ok`, `rejections`, `failed`, `interrupted`.
     pub status: String,
     pub added: u64,
     pub changed: u64,
@@ -167,6 +170,7 @@ pub async fn run(
         .await?;
 
     let span = tracing::info_span!("run", sync = %sync.name, run_id);
+    let stop = opts.stop.clone();
     let result = send(
         state,
         dest.as_ref(),
@@ -175,12 +179,20 @@ pub async fn run(
         &cs,
         &removed_rows,
         batch,
+        stop.as_ref(),
         &mut summary,
     )
     .instrument(span)
     .await;
     summary.status = match &result {
         Ok(()) if summary.error.is_some() => "failed".into(),
+        Ok(()) if summary.unsent > 0 => {
+            summary.error = Some(format!(
+                "stopped before sending {} row(s); the next run sends them",
+                summary.unsent
+            ));
+            "interrupted".into()
+        }
         Ok(()) if summary.rejected > 0 => "rejections".into(),
         Ok(()) => "ok".into(),
         Err(e) => {
@@ -258,6 +270,7 @@ async fn send(
     cs: &ChangeSet,
     removed: &[SyncedRow],
     batch: usize,
+    stop: Option<&tokio_util::sync::CancellationToken>,
     summary: &mut Summary,
 ) -> Result<(), ConnectorError> {
     let mut jobs: Vec<Job<'_>> = Vec::new();
@@ -300,6 +313,9 @@ async fn send(
     let sizes: Vec<usize> = jobs.iter().map(|j| j.len()).collect();
     let mut pending_rows: usize = sizes.iter().sum();
     let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
+        if stop.is_some_and(|t| t.is_cancelled()) {
+            return (job, None);
+        }
         let report = match &job {
             Job::Upsert(recs) => {
                 let out: Vec<OutRecord> = recs
@@ -329,12 +345,16 @@ async fn send(
                 dest.update(&sync.object, &out).await
             }
         };
-        (job, report)
+        (job, Some(report))
     }))
     .buffer_unordered(dest.concurrency().max(1));
 
     let mut failure = None;
     while let Some((job, report)) = results.next().await {
+        let Some(report) = report else {
+            // Not started: stopping. Its rows stay unsent.
+            continue;
+        };
         match report {
             Ok(report) => {
                 pending_rows -= job.len();
@@ -356,7 +376,7 @@ async fn send(
     if failure.is_some() {
         // Drain batches already in flight so what they applied is recorded.
         while let Some((job, report)) = results.next().await {
-            if let Ok(report) = report {
+            if let Some(Ok(report)) = report {
                 pending_rows -= job.len();
                 let outcome = to_outcome(&job, &report, summary);
                 commit(state, run_id, &sync.name, &outcome, summary).await;

@@ -32,6 +32,7 @@ async fn the_seed_query_runs_verbatim_as_a_model() {
         .run(RunOptions {
             full: false,
             dry_run: true,
+            ..Default::default()
         })
         .await;
     // About 19% score > 80, 70% unowned, 12% active in the last hour: ~80 of 5000.

@@ -176,6 +176,7 @@ async fn full_resends_every_row() {
         .run(RunOptions {
             full: true,
             dry_run: false,
+            ..Default::default()
         })
         .await;
     assert_eq!((full.changed, full.api_calls), (120, 2));
@@ -190,6 +191,7 @@ async fn a_plan_sends_and_records_nothing() {
         .run(RunOptions {
             full: false,
             dry_run: true,
+            ..Default::default()
         })
         .await;
     assert_eq!(plan.status, "planned");
@@ -245,4 +247,24 @@ async fn refused_credentials_stop_the_sync_without_printing_the_token() {
             .len(),
         0
     );
+}
+
+#[tokio::test]
+async fn a_stopped_run_starts_no_new_batch_and_the_next_run_sends_the_rest() {
+    let rows = leads(500);
+    let f = Fixture::new(&rows).await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    stop.cancel();
+    let run = f
+        .run(RunOptions {
+            stop: Some(stop),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(run.status, "interrupted", "{run:?}");
+    assert_eq!((run.unsent, run.api_calls), (500, 0));
+    assert!(run.error.unwrap().contains("the next run sends them"));
+    let next = f.sync().await;
+    assert_eq!((next.added, next.status.as_str()), (500, "ok"));
+    assert_eq!(f.records_written().await, 500);
 }
