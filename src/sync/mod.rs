@@ -421,6 +421,17 @@ fn to_outcome(job: &Job<'_>, report: &BatchReport, summary: &mut Summary) -> Bat
                 }),
                 Job::Remove(_) => out.removed.push(kh),
             },
+            // The record was deleted in the CRM: there is nothing left to flag, and
+            // keeping the row would retry a hopeless update on every run.
+            Outcome::Rejected { category, .. }
+                if matches!(job, Job::Remove(_)) && category == "OBJECT_NOT_FOUND" =>
+            {
+                tracing::info!(
+                    key,
+                    "left the model, but its CRM record no longer exists; forgotten"
+                );
+                out.removed.push(kh)
+            }
             Outcome::Rejected { category, message } => out.rejected.push(Rejection {
                 key: key.to_string(),
                 category: category.clone(),

@@ -193,6 +193,23 @@ impl Fixture {
             .collect()
     }
 
+    /// HubSpot record ids of the sandbox's contacts, by email.
+    pub async fn contacts_with_ids(&self) -> std::collections::BTreeMap<String, String> {
+        let v = self.inspect("/_sandbox/contacts").await;
+        v["results"]
+            .as_array()
+            .expect("contacts array")
+            .iter()
+            .map(|c| {
+                let email = c["properties"]["email"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                (email, c["id"].as_str().unwrap_or_default().to_string())
+            })
+            .collect()
+    }
+
     pub async fn records_written(&self) -> u64 {
         self.inspect("/_sandbox/stats").await["records_written"]
             .as_u64()

@@ -268,3 +268,33 @@ async fn a_stopped_run_starts_no_new_batch_and_the_next_run_sends_the_rest() {
     assert_eq!((next.added, next.status.as_str()), (500, "ok"));
     assert_eq!(f.records_written().await, 500);
 }
+
+#[tokio::test]
+async fn a_removed_row_whose_record_was_deleted_in_the_crm_is_forgotten() {
+    let mut rows = leads(5);
+    let f = Fixture::new(&rows).await;
+    f.sync().await;
+    let id = f.contacts_with_ids().await["lead2@example.com"].clone();
+    let r = f
+        .http
+        .post(format!(
+            "{}/crm/v3/objects/contacts/batch/archive",
+            f.sandbox.base_url()
+        ))
+        .bearer_auth("test-token")
+        .json(&serde_json::json!({"inputs": [{"id": id}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    rows.retain(|l| l.id != 2);
+    f.write_leads(&rows);
+    let run = f.sync().await;
+    assert_eq!(
+        (run.removed, run.rejected, run.status.as_str()),
+        (1, 0, "ok"),
+        "{run:?}"
+    );
+    let again = f.sync().await;
+    assert_eq!((again.removed, again.api_calls), (0, 0));
+}
