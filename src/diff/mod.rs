@@ -93,20 +93,31 @@ pub struct InvalidRow {
     pub reason: InvalidReason,
 }
 
+/// A row that needs a write: its key and the fingerprint of the payload planned.
+/// Only these 16 bytes are kept per change, so planning a 10M-row first sync
+/// stays small; the payloads are rendered again when they are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Change {
+    pub key_hash: u64,
+    pub fingerprint: u64,
+}
+
 /// The difference between the model's result and the last synced state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChangeSet {
-    pub added: Vec<Record>,
-    pub changed: Vec<Record>,
+    pub added: Vec<Change>,
+    pub changed: Vec<Change>,
     /// Key hashes that were synced before and are no longer in the model.
     pub removed: Vec<u64>,
     pub unchanged: u64,
     pub invalid: Vec<InvalidRow>,
+    /// The first few changed rows in full, for people to look at (`op` is `add` or `change`).
+    pub sample: Vec<(&'static str, Record)>,
 }
 
 impl ChangeSet {
     /// Rows that need a write (added then changed).
-    pub fn to_send(&self) -> impl Iterator<Item = &Record> {
+    pub fn to_send(&self) -> impl Iterator<Item = &Change> {
         self.added.iter().chain(self.changed.iter())
     }
 }
@@ -123,9 +134,11 @@ pub struct Differ {
     previous: HashMap<u64, u64>,
     full: bool,
     seen: HashMap<u64, Seen>,
-    pending: Vec<Option<(Record, bool)>>,
+    pending: Vec<Option<(Change, bool)>>,
     unchanged: u64,
     invalid: Vec<InvalidRow>,
+    sample: Vec<(&'static str, Record)>,
+    sample_limit: usize,
 }
 
 impl Differ {
@@ -139,7 +152,23 @@ impl Differ {
             pending: Vec::new(),
             unchanged: 0,
             invalid: Vec::new(),
+            sample: Vec::new(),
+            sample_limit: 10,
         }
+    }
+
+    /// Whether a row would be sent, and as what; `None` when it is unchanged or
+    /// invalid. Used when rows are rendered a second time for sending.
+    pub fn fingerprint_of(row: &Row) -> Option<(u64, u64)> {
+        let key = row.key.as_deref()?;
+        let m = row.match_value.as_deref()?;
+        let fp = fingerprint(
+            m,
+            row.properties
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_deref())),
+        );
+        Some((key_hash(key), fp))
     }
 
     pub fn push(&mut self, row: Row) {
@@ -164,6 +193,7 @@ impl Differ {
                     }
                     Seen::Pending(i) => {
                         self.pending[i] = None;
+                        self.sample.retain(|(_, r)| r.key_hash != kh);
                         self.invalid.push(InvalidRow {
                             key: Some(key.clone()),
                             reason: InvalidReason::DuplicateKey,
@@ -197,16 +227,24 @@ impl Differ {
                     self.unchanged += 1;
                 } else {
                     e.insert(Seen::Pending(self.pending.len()));
-                    self.pending.push(Some((
-                        Record {
-                            key,
-                            key_hash: kh,
-                            fingerprint: fp,
-                            match_value,
-                            properties: row.properties,
-                        },
-                        old.is_none(),
-                    )));
+                    let change = Change {
+                        key_hash: kh,
+                        fingerprint: fp,
+                    };
+                    self.pending.push(Some((change, old.is_none())));
+                    if self.sample.len() < self.sample_limit {
+                        let op = if old.is_none() { "add" } else { "change" };
+                        self.sample.push((
+                            op,
+                            Record {
+                                key,
+                                key_hash: kh,
+                                fingerprint: fp,
+                                match_value,
+                                properties: row.properties,
+                            },
+                        ));
+                    }
                 }
             }
         }
@@ -216,6 +254,7 @@ impl Differ {
         let mut cs = ChangeSet {
             unchanged: self.unchanged,
             invalid: self.invalid,
+            sample: self.sample,
             ..ChangeSet::default()
         };
         for (rec, is_new) in self.pending.into_iter().flatten() {

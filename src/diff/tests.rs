@@ -263,9 +263,10 @@ fn changesets() {
             d.push(row(*r));
         }
         let cs = d.finish();
-        let keys = |v: &[Record]| v.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
-        assert_eq!(keys(&cs.added), c.added, "{}: added", c.name);
-        assert_eq!(keys(&cs.changed), c.changed, "{}: changed", c.name);
+        let hashes = |v: &[Change]| v.iter().map(|r| r.key_hash).collect::<Vec<_>>();
+        let want = |keys: &[&str]| keys.iter().map(|k| key_hash(k)).collect::<Vec<_>>();
+        assert_eq!(hashes(&cs.added), want(c.added), "{}: added", c.name);
+        assert_eq!(hashes(&cs.changed), want(c.changed), "{}: changed", c.name);
         let mut removed: Vec<u64> = c.removed.iter().map(|k| key_hash(k)).collect();
         removed.sort_unstable();
         assert_eq!(cs.removed, removed, "{}: removed", c.name);
@@ -303,4 +304,34 @@ fn fingerprint_is_stable() {
         fingerprint("a", [("p", Some(""))])
     );
     assert_ne!(key_hash("1"), key_hash("2"));
+}
+
+#[test]
+fn the_sample_keeps_the_first_changes_in_full_but_never_an_invalid_row() {
+    let mut d = Differ::new(synced(&[A1]), false);
+    d.push(row(B1));
+    d.push(row((Some("1"), Some("a@x.com"), &[("score", Some("99"))])));
+    d.push(row(B1)); // now a duplicate: B1 leaves the sample
+    let cs = d.finish();
+    let sample: Vec<(&str, &str)> = cs
+        .sample
+        .iter()
+        .map(|(op, r)| (*op, r.key.as_str()))
+        .collect();
+    assert_eq!(sample, [("change", "1")]);
+    assert_eq!(cs.sample[0].1.properties[0].1.as_deref(), Some("99"));
+}
+
+#[test]
+fn a_row_rendered_again_has_the_planned_fingerprint() {
+    let mut d = Differ::new(HashMap::new(), false);
+    d.push(row(A1));
+    let cs = d.finish();
+    let planned = cs.added[0];
+    assert_eq!(
+        Differ::fingerprint_of(&row(A1)),
+        Some((planned.key_hash, planned.fingerprint))
+    );
+    assert_eq!(Differ::fingerprint_of(&row((None, Some("x"), &[]))), None);
+    assert_eq!(Differ::fingerprint_of(&row((Some("1"), None, &[]))), None);
 }

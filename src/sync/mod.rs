@@ -5,6 +5,7 @@
 //! batch the destination accepted; anything rejected or unsent keeps its old
 //! fingerprint and is picked up again by the next run.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,6 +32,10 @@ pub struct RunOptions {
     /// Once cancelled, no new batch starts; batches in flight finish and commit,
     /// and the rest stays unsent for the next run (status `interrupted`).
     pub stop: Option<tokio_util::sync::CancellationToken>,
+    /// Told the run id as soon as the run is recorded, before anything is sent (the
+    /// daemon's trigger API answers with it). Plans and runs that fail before being
+    /// recorded send nothing.
+    pub started: Option<tokio::sync::mpsc::UnboundedSender<RunId>>,
 }
 
 /// A change shown in `plan` output.
@@ -165,19 +170,24 @@ pub async fn run(
 
     let run_id = state.begin_run(&sync.name, opts.full).await?;
     summary.run_id = Some(run_id);
+    if let Some(started) = &opts.started {
+        // The listener may be gone (a trigger that gave up waiting); the run goes on.
+        let _ = started.send(run_id);
+    }
     state
         .record_rejections(run_id, &sync.name, &invalid_rejections(&cs))
         .await?;
 
     let span = tracing::info_span!("run", sync = %sync.name, run_id);
     let stop = opts.stop.clone();
+    let source = Source { ctx, model, sync };
     let result = send(
         state,
         dest.as_ref(),
-        sync,
+        &source,
         run_id,
         &cs,
-        &removed_rows,
+        removed_rows,
         batch,
         stop.as_ref(),
         &mut summary,
@@ -230,18 +240,14 @@ fn invalid_rejections(cs: &ChangeSet) -> Vec<Rejection> {
 }
 
 fn sample(cs: &ChangeSet, removed: &[SyncedRow], sync: &SyncConfig) -> Vec<SampleChange> {
-    let rec = |op, r: &Record| SampleChange {
-        op,
-        key: r.key.clone(),
-        properties: r.properties.clone(),
-    };
-    let per = SUMMARY_LIMIT / 3;
-    cs.added
+    cs.sample
         .iter()
-        .take(per)
-        .map(|r| rec("add", r))
-        .chain(cs.changed.iter().take(per).map(|r| rec("change", r)))
-        .chain(removed.iter().take(per).map(|r| {
+        .map(|(op, r)| SampleChange {
+            op,
+            key: r.key.clone(),
+            properties: r.properties.clone(),
+        })
+        .chain(removed.iter().take(SUMMARY_LIMIT / 2).map(|r| {
             SampleChange {
                 op: "remove",
                 key: r.key.clone(),
@@ -256,43 +262,63 @@ fn sample(cs: &ChangeSet, removed: &[SyncedRow], sync: &SyncConfig) -> Vec<Sampl
 }
 
 /// A unit of work for the connector: the records, and how to commit what comes back.
-enum Job<'a> {
-    Upsert(&'a [Record]),
-    Remove(Vec<&'a SyncedRow>),
+enum Job {
+    Upsert(Vec<Record>),
+    Remove(Vec<SyncedRow>),
 }
 
+impl Job {
+    fn len(&self) -> usize {
+        match self {
+            Job::Upsert(r) => r.len(),
+            Job::Remove(r) => r.len(),
+        }
+    }
+}
+
+/// Where the rows to send come from: the model, rendered for this sync.
+struct Source<'a> {
+    ctx: &'a SessionContext,
+    model: &'a ModelConfig,
+    sync: &'a SyncConfig,
+}
+
+/// Sends the changes and commits each batch as its answer arrives.
+///
+/// The plan kept only key hashes and fingerprints, so the model is read a second
+/// time and the rows to send are rendered again as they stream past: memory is
+/// bounded by the batches in flight, not by the number of changes. A row whose
+/// payload changed between the two reads is not sent (the next run plans it again).
 #[allow(clippy::too_many_arguments)]
 async fn send(
     state: &StateStore,
     dest: &dyn Destination,
-    sync: &SyncConfig,
+    src: &Source<'_>,
     run_id: RunId,
     cs: &ChangeSet,
-    removed: &[SyncedRow],
+    removed: Vec<SyncedRow>,
     batch: usize,
     stop: Option<&tokio_util::sync::CancellationToken>,
     summary: &mut Summary,
 ) -> Result<(), ConnectorError> {
-    let mut jobs: Vec<Job<'_>> = Vec::new();
-    for chunk in cs.added.chunks(batch).chain(cs.changed.chunks(batch)) {
-        jobs.push(Job::Upsert(chunk));
-    }
+    let sync = src.sync;
     // Rows that left the model: without an on_remove action there is nothing to send,
     // and forgetting them means a row that comes back is sent again in full.
-    let (with_id, without_id): (Vec<&SyncedRow>, Vec<&SyncedRow>) =
-        removed.iter().partition(|r| r.record_id.is_some());
+    let mut remove_jobs = Vec::new();
     let mut forget: Vec<u64> = Vec::new();
     let mut unknown_id: Vec<Rejection> = Vec::new();
     if sync.on_remove_set.is_empty() {
         forget.extend(removed.iter().map(|r| r.key_hash));
     } else {
+        let (with_id, without_id): (Vec<SyncedRow>, Vec<SyncedRow>) =
+            removed.into_iter().partition(|r| r.record_id.is_some());
         for chunk in with_id.chunks(batch) {
-            jobs.push(Job::Remove(chunk.to_vec()));
+            remove_jobs.push(Job::Remove(chunk.to_vec()));
         }
         for r in without_id {
             // Without the CRM's id the record cannot be found safely; keep it so an operator can see it.
             unknown_id.push(Rejection {
-                key: r.key.clone(),
+                key: r.key,
                 category: "NO_RECORD_ID".into(),
                 message:
                     "left the model, but the CRM never told us its record id: on_remove not applied"
@@ -310,96 +336,152 @@ async fn send(
         commit(state, run_id, &sync.name, &outcome, summary).await;
     }
 
-    let sizes: Vec<usize> = jobs.iter().map(|j| j.len()).collect();
-    let mut pending_rows: usize = sizes.iter().sum();
-    let mut results = futures::stream::iter(jobs.into_iter().map(|job| async move {
-        if stop.is_some_and(|t| t.is_cancelled()) {
-            return (job, None);
-        }
-        let report = match &job {
-            Job::Upsert(recs) => {
-                let out: Vec<OutRecord> = recs
-                    .iter()
-                    .map(|r| OutRecord {
-                        key: r.key.clone(),
-                        id: r.match_value.clone(),
-                        properties: r.properties.clone(),
-                    })
-                    .collect();
-                dest.upsert(&sync.object, &sync.match_property, &out).await
-            }
-            Job::Remove(rows) => {
-                let props: Vec<(String, Option<String>)> = sync
-                    .on_remove_set
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect();
-                let out: Vec<OutRecord> = rows
-                    .iter()
-                    .map(|r| OutRecord {
-                        key: r.key.clone(),
-                        id: r.record_id.clone().unwrap_or_default(),
-                        properties: props.clone(),
-                    })
-                    .collect();
-                dest.update(&sync.object, &out).await
-            }
-        };
-        (job, Some(report))
-    }))
-    .buffer_unordered(dest.concurrency().max(1));
+    let mut wanted: HashMap<u64, u64> = cs.to_send().map(|c| (c.key_hash, c.fingerprint)).collect();
+    let total = wanted.len() + remove_jobs.iter().map(Job::len).sum::<usize>();
+    let mut done = 0usize;
+    // Set when the connector fails: the producer stops reading the model.
+    let halt = tokio_util::sync::CancellationToken::new();
+    let stopped = || halt.is_cancelled() || stop.is_some_and(|t| t.is_cancelled());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Job>(dest.concurrency().max(1));
 
-    let mut failure = None;
-    while let Some((job, report)) = results.next().await {
-        let Some(report) = report else {
-            // Not started: stopping. Its rows stay unsent.
-            continue;
-        };
-        match report {
-            Ok(report) => {
-                pending_rows -= job.len();
-                let outcome = to_outcome(&job, &report, summary);
-                commit(state, run_id, &sync.name, &outcome, summary).await;
+    let produce = async {
+        let tx = tx;
+        for job in remove_jobs {
+            if stopped() || tx.send(job).await.is_err() {
+                return Ok(());
             }
-            Err(e) => {
-                let (calls, throttled) = e.counts();
-                summary.api_calls += calls;
-                summary.throttled += throttled;
-                if failure.is_none() {
-                    failure = Some(e);
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let df = model::plan(src.ctx, src.model).await?;
+        let mut stream = model::run(df, src.model).await?;
+        let renderer = Renderer::new(src.model, sync);
+        let mut pending: Vec<Record> = Vec::with_capacity(batch);
+        while let Some(b) = stream.next().await {
+            if stopped() {
+                return Ok(());
+            }
+            let b = b.map_err(|e| SyncError::Model(model::sql_error(src.model, &e)))?;
+            let mut ready: Vec<Vec<Record>> = Vec::new();
+            renderer
+                .render(&b, |row| {
+                    let Some((kh, fp)) = Differ::fingerprint_of(&row) else {
+                        return;
+                    };
+                    // `remove` also guards against a key that turned up twice since the plan.
+                    if wanted.get(&kh) == Some(&fp) {
+                        wanted.remove(&kh);
+                        let (Some(key), Some(match_value)) = (row.key, row.match_value) else {
+                            return;
+                        };
+                        pending.push(Record {
+                            key,
+                            key_hash: kh,
+                            fingerprint: fp,
+                            match_value,
+                            properties: row.properties,
+                        });
+                        if pending.len() == batch {
+                            ready.push(std::mem::replace(&mut pending, Vec::with_capacity(batch)));
+                        }
+                    }
+                })
+                .map_err(|e| SyncError::Model(model::sql_error(src.model, &e)))?;
+            for job in ready {
+                if stopped() || tx.send(Job::Upsert(job)).await.is_err() {
+                    return Ok(());
                 }
-                // Stop starting new batches; those already in flight finish and commit.
+            }
+            if wanted.is_empty() && pending.is_empty() {
                 break;
             }
         }
-    }
-    if failure.is_some() {
-        // Drain batches already in flight so what they applied is recorded.
+        if !pending.is_empty() && !stopped() {
+            let _ = tx.send(Job::Upsert(pending)).await;
+        }
+        Ok::<(), SyncError>(())
+    };
+
+    let consume = async {
+        let mut failure: Option<ConnectorError> = None;
+        let halt = &halt;
+        let mut results = tokio_stream_from(rx)
+            .map(|job| async move {
+                if halt.is_cancelled() {
+                    return (job, None);
+                }
+                let report = match &job {
+                    Job::Upsert(recs) => {
+                        let out: Vec<OutRecord> = recs
+                            .iter()
+                            .map(|r| OutRecord {
+                                key: r.key.clone(),
+                                id: r.match_value.clone(),
+                                properties: r.properties.clone(),
+                            })
+                            .collect();
+                        dest.upsert(&sync.object, &sync.match_property, &out).await
+                    }
+                    Job::Remove(rows) => {
+                        let props: Vec<(String, Option<String>)> = sync
+                            .on_remove_set
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Some(v.clone())))
+                            .collect();
+                        let out: Vec<OutRecord> = rows
+                            .iter()
+                            .map(|r| OutRecord {
+                                key: r.key.clone(),
+                                id: r.record_id.clone().unwrap_or_default(),
+                                properties: props.clone(),
+                            })
+                            .collect();
+                        dest.update(&sync.object, &out).await
+                    }
+                };
+                (job, Some(report))
+            })
+            .buffer_unordered(dest.concurrency().max(1));
         while let Some((job, report)) = results.next().await {
-            if let Some(Ok(report)) = report {
-                pending_rows -= job.len();
-                let outcome = to_outcome(&job, &report, summary);
-                commit(state, run_id, &sync.name, &outcome, summary).await;
+            match report {
+                None => {}
+                Some(Ok(report)) => {
+                    done += job.len();
+                    let outcome = to_outcome(&job, &report, summary);
+                    commit(state, run_id, &sync.name, &outcome, summary).await;
+                }
+                Some(Err(e)) => {
+                    let (calls, throttled) = e.counts();
+                    summary.api_calls += calls;
+                    summary.throttled += throttled;
+                    // Stop starting new batches; those in flight finish and commit.
+                    halt.cancel();
+                    failure.get_or_insert(e);
+                }
             }
         }
+        failure
+    };
+
+    let (produced, failure) = tokio::join!(produce, consume);
+    summary.unsent = (total - done) as u64;
+    if let Some(e) = failure {
+        return Err(e);
     }
-    summary.unsent = pending_rows as u64;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Err(e) = produced {
+        // The model failed on its second read: what was sent is committed, the rest is unsent.
+        summary.error.get_or_insert(e.to_string());
     }
+    Ok(())
 }
 
-impl Job<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Job::Upsert(r) => r.len(),
-            Job::Remove(r) => r.len(),
-        }
-    }
+/// A stream of the jobs the producer hands over.
+fn tokio_stream_from(mut rx: tokio::sync::mpsc::Receiver<Job>) -> impl futures::Stream<Item = Job> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-fn to_outcome(job: &Job<'_>, report: &BatchReport, summary: &mut Summary) -> BatchOutcome {
+fn to_outcome(job: &Job, report: &BatchReport, summary: &mut Summary) -> BatchOutcome {
     let mut out = BatchOutcome {
         api_calls: report.api_calls,
         throttled: report.throttled,
