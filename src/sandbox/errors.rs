@@ -51,6 +51,9 @@ pub(crate) enum ApiError {
     DuplicateIds(Vec<String>),
     #[error("Object not found.  objectId are usually numeric.")]
     ObjectNotFound(String),
+    /// A unique value is taken; batch create fails as a whole on the first one, as HubSpot does.
+    #[error("{label} already exists. Existing ID: {existing}")]
+    Conflict { label: &'static str, existing: u64 },
     #[error(
         "Authentication credentials not found. This API supports OAuth 2.0 authentication and you can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
     )]
@@ -73,6 +76,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::ObjectNotFound(_) | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -120,6 +124,7 @@ impl ApiError {
                 "VALIDATION_ERROR"
             }
             ApiError::ObjectNotFound(_) | ApiError::NoRoute(_) => "OBJECT_NOT_FOUND",
+            ApiError::Conflict { .. } => "CONFLICT",
             ApiError::Unauthenticated => "INVALID_AUTHENTICATION",
             ApiError::RateLimited { .. } => "RATE_LIMITS",
             ApiError::MethodNotAllowed(_) => "VALIDATION_ERROR",

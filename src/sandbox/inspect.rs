@@ -2,10 +2,10 @@
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::errors::{ApiError, invalid_json};
@@ -26,7 +26,11 @@ pub(super) fn router() -> Router<Shared> {
     for kind in ObjectType::ALL {
         router = router.route(
             &format!("/_sandbox/{}", kind.path()),
-            get(move |State(state): State<Shared>| async move { objects(&state, kind) }),
+            get(
+                move |State(state): State<Shared>, Query(query): Query<ObjectsQuery>| async move {
+                    objects(&state, kind, query.archived)
+                },
+            ),
         );
     }
     router
@@ -73,8 +77,15 @@ struct ObjectList {
     results: Vec<StoredObject>,
 }
 
-fn objects(state: &Shared, kind: ObjectType) -> Response {
-    let results = state.lock().stored(kind);
+/// `?archived=true` lists the archived records instead of the live ones.
+#[derive(Debug, Default, Deserialize)]
+struct ObjectsQuery {
+    #[serde(default)]
+    archived: bool,
+}
+
+fn objects(state: &Shared, kind: ObjectType, archived: bool) -> Response {
+    let results = state.lock().stored(kind, archived);
     axum::Json(ObjectList {
         total: results.len(),
         results,

@@ -8,11 +8,14 @@
 //! | route | what |
 //! | --- | --- |
 //! | `POST /crm/v3/objects/contacts/batch/upsert` | create or update by `email` (or record id) |
-//! | `POST /crm/v3/objects/contacts/batch/read` | read by `email` or record id |
-//! | `GET /crm/v3/objects/contacts/{contactId}` | read one (`?idProperty=email`) |
+//! | `POST /crm/v3/objects/contacts/batch/update` | update existing records by record id (or `email`) |
+//! | `POST /crm/v3/objects/contacts/batch/create` | create; a taken email fails the batch with a 409 |
+//! | `POST /crm/v3/objects/contacts/batch/archive` | archive by record id (204) |
+//! | `POST /crm/v3/objects/contacts/batch/read` | read by `email` or record id (`?archived=true`) |
+//! | `GET /crm/v3/objects/contacts/{contactId}` | read one (`?idProperty=email`, `?archived=true`) |
 //! | `GET /crm/v3/owners`, `GET /crm/v3/owners/{ownerId}` | the seeded owners, paged |
 //! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic counters ([`SandboxStats`]) |
-//! | `GET /_sandbox/contacts` | every stored contact |
+//! | `GET /_sandbox/contacts` | every live contact (`?archived=true`: the archived ones) |
 //! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms` |
 //! | `POST /_sandbox/reset` | back to the seed and the startup limits |
 //! | `GET /_sandbox/health` | liveness |
@@ -20,11 +23,19 @@
 //! `/crm` requests need `Authorization: Bearer <token>` and pass through one
 //! gate (auth, rate limit, counters, rate-limit headers), so new object types
 //! and vendors only add handlers.
+//!
+//! Archived records behave as in HubSpot: reads, updates and upserts no longer
+//! find them (only reads with `archived=true` do), and their email is free for a
+//! new record.
 
+#[cfg(test)]
+mod contract_tests;
 mod errors;
 mod hubspot;
 mod inspect;
 mod limits;
+#[cfg(test)]
+pub(crate) mod openapi;
 mod stats;
 mod store;
 #[cfg(test)]
@@ -225,9 +236,14 @@ impl Sandbox {
         self.state.lock().stats.clone()
     }
 
-    /// Every stored contact, ordered by id.
+    /// Every live (not archived) contact, ordered by id.
     pub fn contacts(&self) -> Vec<StoredObject> {
-        self.state.lock().stored(ObjectType::Contacts)
+        self.state.lock().stored(ObjectType::Contacts, false)
+    }
+
+    /// Every archived contact, ordered by id.
+    pub fn archived_contacts(&self) -> Vec<StoredObject> {
+        self.state.lock().stored(ObjectType::Contacts, true)
     }
 
     /// Back to the seed, the startup limits and zero counters (`POST /_sandbox/reset`).
@@ -359,10 +375,15 @@ impl Data {
         }
     }
 
-    pub(crate) fn stored(&self, kind: ObjectType) -> Vec<StoredObject> {
-        self.store
-            .table(kind)
-            .records()
+    /// The live records of `kind`, or with `archived` the archived ones.
+    pub(crate) fn stored(&self, kind: ObjectType, archived: bool) -> Vec<StoredObject> {
+        let table = self.store.table(kind);
+        let records: Box<dyn Iterator<Item = &store::Record>> = if archived {
+            Box::new(table.archived_records())
+        } else {
+            Box::new(table.records())
+        };
+        records
             .map(|record| StoredObject {
                 id: record.id.to_string(),
                 properties: record.properties.clone(),

@@ -114,6 +114,8 @@ pub(crate) struct Record {
     pub properties: BTreeMap<String, String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Set by a batch archive; an archived record is invisible to lookups and writes.
+    pub archived_at: Option<DateTime<Utc>>,
 }
 
 /// HubSpot's timestamp format: RFC 3339, milliseconds, `Z`.
@@ -144,28 +146,82 @@ impl Table {
         }
     }
 
+    /// The live (not archived) records, ordered by id.
     pub(crate) fn records(&self) -> impl Iterator<Item = &Record> {
-        self.records.values()
+        self.records.values().filter(|r| r.archived_at.is_none())
     }
 
+    /// The archived records, ordered by id.
+    pub(crate) fn archived_records(&self) -> impl Iterator<Item = &Record> {
+        self.records.values().filter(|r| r.archived_at.is_some())
+    }
+
+    /// Any record by id, archived or not; use [`Table::resolve`] to find live ones.
     pub(crate) fn get(&self, id: u64) -> Option<&Record> {
         self.records.get(&id)
     }
 
-    /// Finds the record an input names; a record id that is not a number names nothing.
+    /// The id the next created record will get.
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id
+    }
+
+    /// Finds the live record an input names; a record id that is not a number names nothing.
     pub(crate) fn resolve(&self, id: &str, by: IdProperty) -> Option<u64> {
         match by {
-            IdProperty::RecordId => id
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|id| self.records.contains_key(id)),
+            IdProperty::RecordId => id.trim().parse::<u64>().ok().filter(|id| {
+                self.records
+                    .get(id)
+                    .is_some_and(|r| r.archived_at.is_none())
+            }),
+            // Archived records are not in the index, so their values are free for reuse.
             IdProperty::Unique(property) => self
                 .unique
                 .get(property)
                 .and_then(|values| values.get(&self.kind.normalize(property, id)))
                 .copied(),
         }
+    }
+
+    /// Finds an archived record an input names; by a unique value, the most recently archived.
+    pub(crate) fn resolve_archived(&self, id: &str, by: IdProperty) -> Option<u64> {
+        match by {
+            IdProperty::RecordId => id.trim().parse::<u64>().ok().filter(|id| {
+                self.records
+                    .get(id)
+                    .is_some_and(|r| r.archived_at.is_some())
+            }),
+            IdProperty::Unique(property) => {
+                let value = self.kind.normalize(property, id);
+                self.archived_records()
+                    .filter(|r| r.properties.get(property) == Some(&value))
+                    .max_by_key(|r| (r.archived_at, r.id))
+                    .map(|r| r.id)
+            }
+        }
+    }
+
+    /// Archives a live record: it leaves the unique indexes and every lookup but
+    /// [`Table::resolve_archived`]. Returns false when there is no such live record.
+    pub(crate) fn archive(&mut self, id: u64, now: DateTime<Utc>) -> bool {
+        let kind = self.kind;
+        let Some(record) = self
+            .records
+            .get_mut(&id)
+            .filter(|r| r.archived_at.is_none())
+        else {
+            return false;
+        };
+        record.archived_at = Some(now);
+        for property in kind.unique_properties() {
+            if let Some(value) = record.properties.get(*property)
+                && let Some(index) = self.unique.get_mut(property)
+                && index.get(value) == Some(&id)
+            {
+                index.remove(value);
+            }
+        }
+        true
     }
 
     /// The first unique value in `changes` already held by a record other than `record`.
@@ -199,20 +255,25 @@ impl Table {
             ]),
             created_at: now,
             updated_at: now,
+            archived_at: None,
         };
         self.records.insert(id, record);
         self.apply(id, properties, now);
         &self.records[&id]
     }
 
-    /// Applies `changes` to an existing record; an empty value clears the property.
+    /// Applies `changes` to a live record; an empty value clears the property.
     pub(crate) fn update(
         &mut self,
         id: u64,
         changes: &BTreeMap<String, String>,
         now: DateTime<Utc>,
     ) -> Option<&Record> {
-        if !self.records.contains_key(&id) {
+        if self
+            .records
+            .get(&id)
+            .is_none_or(|r| r.archived_at.is_some())
+        {
             return None;
         }
         self.apply(id, changes, now);
@@ -319,6 +380,40 @@ mod tests {
         let change = props(&[("email", "A@x.io")]);
         assert_eq!(table.unique_conflict(Some(b), &change), Some(("email", a)));
         assert_eq!(table.unique_conflict(Some(a), &change), None);
+    }
+
+    #[test]
+    fn archived_records_leave_lookups_and_free_their_email() {
+        let mut store = ObjectStore::new();
+        let table = store.table_mut(ObjectType::Contacts);
+        let now = Utc::now();
+        let a = table.create(&props(&[("email", "a@x.io")]), now).id;
+        let by_email = IdProperty::Unique("email");
+        assert!(table.archive(a, now));
+        assert!(!table.archive(a, now), "archiving twice is a no-op");
+        assert_eq!(table.resolve("a@x.io", by_email), None);
+        assert_eq!(table.resolve(&a.to_string(), IdProperty::RecordId), None);
+        assert_eq!(table.resolve_archived("A@x.io", by_email), Some(a));
+        assert_eq!(
+            table.resolve_archived(&a.to_string(), IdProperty::RecordId),
+            Some(a)
+        );
+        assert!(
+            table
+                .update(a, &props(&[("firstname", "A")]), now)
+                .is_none()
+        );
+        assert_eq!(
+            table.unique_conflict(None, &props(&[("email", "a@x.io")])),
+            None
+        );
+        let b = table.create(&props(&[("email", "a@x.io")]), now).id;
+        assert_eq!(table.resolve("a@x.io", by_email), Some(b));
+        assert_eq!(table.records().map(|r| r.id).collect::<Vec<_>>(), [b]);
+        assert_eq!(
+            table.archived_records().map(|r| r.id).collect::<Vec<_>>(),
+            [a]
+        );
     }
 
     #[test]

@@ -10,25 +10,30 @@ use super::*;
 
 const UPSERT: &str = "/crm/v3/objects/contacts/batch/upsert";
 const READ: &str = "/crm/v3/objects/contacts/batch/read";
+const UPDATE: &str = "/crm/v3/objects/contacts/batch/update";
+const CREATE: &str = "/crm/v3/objects/contacts/batch/create";
+const ARCHIVE: &str = "/crm/v3/objects/contacts/batch/archive";
 
-struct Harness {
-    sandbox: Sandbox,
-    http: reqwest::Client,
-    token: String,
+/// A sandbox on a free port and a client for it (shared with the contract tests).
+pub(super) struct Harness {
+    pub(super) sandbox: Sandbox,
+    pub(super) http: reqwest::Client,
+    pub(super) token: String,
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+/// An answer; `body` is `Value::Null` when there was none (a 204).
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Value,
 }
 
 impl Harness {
-    async fn start() -> Harness {
+    pub(super) async fn start() -> Harness {
         Harness::with(SandboxConfig::ephemeral()).await
     }
 
-    async fn with(config: SandboxConfig) -> Harness {
+    pub(super) async fn with(config: SandboxConfig) -> Harness {
         // reqwest is built without a default TLS provider; plain HTTP still needs one installed.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let token = config
@@ -42,15 +47,21 @@ impl Harness {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.sandbox.base_url())
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+    pub(super) async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
         let response = request.send().await.expect("request is answered");
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response.json().await.expect("a JSON body");
+        let bytes = response.bytes().await.expect("a body");
+        // A 204 has no body; every other answer is JSON.
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).expect("a JSON body")
+        };
         Reply {
             status,
             headers,
@@ -58,7 +69,7 @@ impl Harness {
         }
     }
 
-    async fn post(&self, path: &str, body: &Value) -> Reply {
+    pub(super) async fn post(&self, path: &str, body: &Value) -> Reply {
         self.send(
             self.http
                 .post(self.url(path))
@@ -68,23 +79,23 @@ impl Harness {
         .await
     }
 
-    async fn get(&self, path: &str) -> Reply {
+    pub(super) async fn get(&self, path: &str) -> Reply {
         self.send(self.http.get(self.url(path)).bearer_auth(&self.token))
             .await
     }
 
-    async fn inspect(&self, path: &str) -> Value {
+    pub(super) async fn inspect(&self, path: &str) -> Value {
         self.send(self.http.get(self.url(path))).await.body
     }
 
-    async fn configure(&self, patch: Value) {
+    pub(super) async fn configure(&self, patch: Value) {
         let reply = self
             .send(self.http.post(self.url("/_sandbox/config")).json(&patch))
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
 
-    async fn stats(&self) -> SandboxStats {
+    pub(super) async fn stats(&self) -> SandboxStats {
         serde_json::from_value(self.inspect("/_sandbox/stats").await).expect("stats parse")
     }
 }
@@ -641,4 +652,380 @@ async fn serve_runs_until_its_shutdown_future_resolves() {
         .await
         .expect("serve returns after shutdown");
     assert!(matches!(outcome, Ok(Ok(()))));
+}
+
+/// Upserts contacts by email and returns their record ids, in order.
+async fn seed_contacts(h: &Harness, rows: &[(&str, Value)]) -> Vec<String> {
+    let reply = h.post(UPSERT, &upsert_by_email(rows)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_owned())
+        .collect()
+}
+
+fn error_summary(reply: &Reply) -> Vec<(String, Value)> {
+    reply.body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["category"].as_str().unwrap_or_default().to_owned(),
+                e["context"]["ids"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn update_applies_to_existing_records_only() {
+    let h = Harness::start().await;
+    let ids = seed_contacts(
+        &h,
+        &[
+            ("a@x.io", json!({"firstname": "A", "nurture_status": "hot"})),
+            ("b@x.io", json!({"firstname": "B"})),
+        ],
+    )
+    .await;
+    let written_before = h.stats().await.records_written;
+
+    let all_ok = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [
+                {"id": ids[0], "properties": {"nurture_status": "re-entered", "firstname": ""}, "objectWriteTraceId": "t1"},
+                {"id": "B@x.io", "idProperty": "email", "properties": {"hubspot_owner_id": "103"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(all_ok.status, StatusCode::OK, "{}", all_ok.body);
+    assert_eq!(all_ok.body["status"], "COMPLETE");
+    assert!(all_ok.body.get("errors").is_none());
+    let results = all_ok.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["id"], ids[0].as_str());
+    assert_eq!(results[0]["properties"]["nurture_status"], "re-entered");
+    // The empty string cleared it.
+    assert!(results[0]["properties"].get("firstname").is_none());
+    assert_eq!(results[0]["objectWriteTraceId"], "t1");
+    assert_eq!(results[0]["archived"], false);
+    assert!(results[0].get("new").is_none());
+    assert_eq!(results[1]["id"], ids[1].as_str());
+    assert_eq!(results[1]["properties"]["hubspot_owner_id"], "103");
+    assert_eq!(h.stats().await.records_written, written_before + 2);
+
+    let partial = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [
+                {"id": "999999", "properties": {"nurture_status": "x"}},
+                {"id": ids[0], "properties": {"email": "not-an-email"}},
+                {"id": ids[1], "properties": {"hubspot_owner_id": "109"}},
+                {"id": ids[1].clone() + "x", "properties": {}},
+                {"id": "nobody@x.io", "idProperty": "email", "properties": {}},
+                {"id": ids[0], "idProperty": "email", "properties": {}},
+            ]}),
+        )
+        .await;
+    // ids[0] by email is a different key from ids[0] by record id, and names no email.
+    assert_eq!(partial.status, StatusCode::MULTI_STATUS, "{}", partial.body);
+    assert_eq!(partial.body["numErrors"], 6);
+    assert_eq!(partial.body["results"], json!([]));
+    assert_eq!(
+        error_summary(&partial),
+        [
+            ("OBJECT_NOT_FOUND".to_owned(), json!(["999999"])),
+            ("VALIDATION_ERROR".to_owned(), json!([ids[0]])),
+            ("VALIDATION_ERROR".to_owned(), json!([ids[1]])),
+            ("OBJECT_NOT_FOUND".to_owned(), json!([ids[1].clone() + "x"])),
+            ("OBJECT_NOT_FOUND".to_owned(), json!(["nobody@x.io"])),
+            ("OBJECT_NOT_FOUND".to_owned(), json!([ids[0]])),
+        ]
+    );
+    assert!(
+        partial.body["errors"][2]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("INVALID_OWNER_ID"))
+    );
+
+    // The rest of a batch applies around a missing record.
+    let mixed = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [
+                {"id": "424242", "properties": {"nurture_status": "x"}},
+                {"id": ids[1], "properties": {"nurture_status": "re-entered"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(mixed.status, StatusCode::MULTI_STATUS, "{}", mixed.body);
+    assert_eq!(mixed.body["results"][0]["id"], ids[1].as_str());
+    assert_eq!(
+        mixed.body["errors"][0]["message"],
+        "Object not found.  objectId are usually numeric."
+    );
+    assert_eq!(h.stats().await.records_written, written_before + 3);
+
+    // Taking another contact's email is a conflict for that input only.
+    let conflict = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [{"id": ids[1], "properties": {"email": "A@x.io"}}]}),
+        )
+        .await;
+    assert_eq!(conflict.status, StatusCode::MULTI_STATUS);
+    assert_eq!(conflict.body["errors"][0]["category"], "CONFLICT");
+    assert_eq!(
+        conflict.body["errors"][0]["message"],
+        format!("Contact already exists. Existing ID: {}", ids[0])
+    );
+
+    let stored = h.sandbox.contacts();
+    assert_eq!(stored[0].properties["nurture_status"], "re-entered");
+    assert_eq!(stored[0].properties["email"], "a@x.io");
+    assert_eq!(stored[1].properties["email"], "b@x.io");
+}
+
+#[tokio::test]
+async fn update_rejects_whole_batches_like_upsert() {
+    let h = Harness::start().await;
+    let inputs: Vec<Value> = (0..101)
+        .map(|i| json!({"id": (1001 + i).to_string(), "properties": {}}))
+        .collect();
+    let too_many = h.post(UPDATE, &json!({ "inputs": inputs })).await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_many.body["category"], "VALIDATION_ERROR");
+
+    let duplicate = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [{"id": "1001", "properties": {}}, {"id": " 1001", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(duplicate.status, StatusCode::BAD_REQUEST);
+    assert!(
+        duplicate.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Duplicate IDs found in batch input"))
+    );
+
+    let bad_id_property = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [{"id": "x", "idProperty": "firstname", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(bad_id_property.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad_id_property.body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("Unable to perform update by non-unique 0-1 property"))
+    );
+
+    let no_properties = h.post(UPDATE, &json!({"inputs": [{"id": "1001"}]})).await;
+    assert_eq!(no_properties.status, StatusCode::BAD_REQUEST);
+    assert_eq!(h.stats().await.records_written, 0);
+}
+
+#[tokio::test]
+async fn create_makes_new_records_and_refuses_taken_emails() {
+    let h = Harness::start().await;
+    let created = h
+        .post(
+            CREATE,
+            &json!({"inputs": [
+                {"properties": {"email": "New@x.io", "firstname": "N", "hubspot_owner_id": "101"}, "associations": []},
+                {"properties": {"firstname": "No email"}, "objectWriteTraceId": "t2"},
+            ]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let results = created.body["results"].as_array().expect("results");
+    assert_eq!(results[0]["id"], "1001");
+    assert_eq!(results[0]["properties"]["email"], "new@x.io");
+    assert_eq!(results[0]["properties"]["hs_object_id"], "1001");
+    assert_eq!(results[1]["id"], "1002");
+    assert_eq!(results[1]["objectWriteTraceId"], "t2");
+    assert_eq!(h.stats().await.records_written, 2);
+
+    // Invalid values fail only their input.
+    let partial = h
+        .post(
+            CREATE,
+            &json!({"inputs": [
+                {"properties": {"email": "broken@", "firstname": "X"}},
+                {"properties": {"email": "ok@x.io", "hubspot_owner_id": "999"}},
+                {"properties": {"hubspot_owner_id": "109"}},
+                {"properties": {"email": "fine@x.io"}, "associations": [
+                    {"to": {"id": "5"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
+                ]},
+            ]}),
+        )
+        .await;
+    assert_eq!(partial.status, StatusCode::MULTI_STATUS, "{}", partial.body);
+    assert_eq!(partial.body["results"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        partial.body["results"][0]["properties"]["email"],
+        "fine@x.io"
+    );
+    assert_eq!(
+        error_summary(&partial),
+        [
+            ("VALIDATION_ERROR".to_owned(), json!(["broken@"])),
+            ("VALIDATION_ERROR".to_owned(), json!(["ok@x.io"])),
+            ("VALIDATION_ERROR".to_owned(), json!([])),
+        ]
+    );
+
+    // A taken email fails the whole batch, as HubSpot does, and writes nothing.
+    let before = h.sandbox.contacts().len();
+    let conflict = h
+        .post(
+            CREATE,
+            &json!({"inputs": [
+                {"properties": {"email": "other@x.io"}},
+                {"properties": {"email": "NEW@x.io"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(conflict.status, StatusCode::CONFLICT, "{}", conflict.body);
+    assert_eq!(conflict.body["status"], "error");
+    assert_eq!(conflict.body["category"], "CONFLICT");
+    assert_eq!(
+        conflict.body["message"],
+        "Contact already exists. Existing ID: 1001"
+    );
+    assert!(conflict.body["correlationId"].is_string());
+    assert_eq!(h.sandbox.contacts().len(), before);
+
+    // So does the same email twice in one batch.
+    let twice = h
+        .post(
+            CREATE,
+            &json!({"inputs": [
+                {"properties": {"email": "twin@x.io"}},
+                {"properties": {"email": "Twin@x.io"}},
+            ]}),
+        )
+        .await;
+    assert_eq!(twice.status, StatusCode::CONFLICT, "{}", twice.body);
+    assert_eq!(h.sandbox.contacts().len(), before);
+
+    let bad_association = h
+        .post(
+            CREATE,
+            &json!({"inputs": [{"properties": {}, "associations": [{"to": {"id": "5"}, "types": [{"associationCategory": "NOPE", "associationTypeId": 1}]}]}]}),
+        )
+        .await;
+    assert_eq!(bad_association.status, StatusCode::BAD_REQUEST);
+    let too_many: Vec<Value> = (0..101).map(|_| json!({"properties": {}})).collect();
+    let too_many = h.post(CREATE, &json!({ "inputs": too_many })).await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    assert_eq!(h.stats().await.records_written, 3);
+}
+
+#[tokio::test]
+async fn archive_hides_records_from_reads_and_writes() {
+    let h = Harness::start().await;
+    let ids = seed_contacts(
+        &h,
+        &[("a@x.io", json!({"firstname": "A"})), ("b@x.io", json!({}))],
+    )
+    .await;
+    let written_before = h.stats().await.records_written;
+
+    let archived = h
+        .post(
+            ARCHIVE,
+            &json!({"inputs": [{"id": ids[0]}, {"id": "999999"}, {"id": "not-a-number"}]}),
+        )
+        .await;
+    assert_eq!(archived.status, StatusCode::NO_CONTENT);
+    assert_eq!(archived.body, Value::Null);
+    assert_eq!(h.stats().await.records_written, written_before + 1);
+    // Archiving again is accepted and changes nothing.
+    let again = h.post(ARCHIVE, &json!({"inputs": [{"id": ids[0]}]})).await;
+    assert_eq!(again.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.stats().await.records_written, written_before + 1);
+
+    let live = h.inspect("/_sandbox/contacts").await;
+    assert_eq!(live["total"], 1);
+    assert_eq!(live["results"][0]["id"], ids[1].as_str());
+    let gone = h.inspect("/_sandbox/contacts?archived=true").await;
+    assert_eq!(gone["total"], 1);
+    assert_eq!(gone["results"][0]["id"], ids[0].as_str());
+    assert_eq!(h.sandbox.archived_contacts().len(), 1);
+
+    let one = h.get(&format!("/crm/v3/objects/contacts/{}", ids[0])).await;
+    assert_eq!(one.status, StatusCode::NOT_FOUND);
+    let one = h
+        .get(&format!(
+            "/crm/v3/objects/contacts/{}?archived=true",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(one.status, StatusCode::OK, "{}", one.body);
+    assert_eq!(one.body["archived"], true);
+    assert!(one.body["archivedAt"].is_string());
+    let live_as_archived = h
+        .get(&format!(
+            "/crm/v3/objects/contacts/{}?archived=true",
+            ids[1]
+        ))
+        .await;
+    assert_eq!(live_as_archived.status, StatusCode::NOT_FOUND);
+
+    let read = h
+        .post(
+            READ,
+            &json!({"idProperty": "email", "inputs": [{"id": "a@x.io"}, {"id": "b@x.io"}], "properties": []}),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::MULTI_STATUS);
+    assert_eq!(
+        read.body["errors"][0]["context"],
+        json!({"ids": ["a@x.io"]})
+    );
+    let read_archived = h
+        .post(
+            &format!("{READ}?archived=true"),
+            &json!({"idProperty": "email", "inputs": [{"id": "a@x.io"}], "properties": []}),
+        )
+        .await;
+    assert_eq!(
+        read_archived.status,
+        StatusCode::OK,
+        "{}",
+        read_archived.body
+    );
+    assert_eq!(read_archived.body["results"][0]["id"], ids[0].as_str());
+
+    let update = h
+        .post(
+            UPDATE,
+            &json!({"inputs": [{"id": ids[0], "properties": {"firstname": "Z"}}]}),
+        )
+        .await;
+    assert_eq!(update.status, StatusCode::MULTI_STATUS);
+    assert_eq!(update.body["errors"][0]["category"], "OBJECT_NOT_FOUND");
+
+    // Upsert by email no longer matches the archived record: it makes a new one.
+    let upsert = h
+        .post(
+            UPSERT,
+            &upsert_by_email(&[("a@x.io", json!({"firstname": "A2"}))]),
+        )
+        .await;
+    assert_eq!(upsert.status, StatusCode::OK, "{}", upsert.body);
+    assert_eq!(upsert.body["results"][0]["new"], true);
+    assert_ne!(upsert.body["results"][0]["id"], ids[0].as_str());
+
+    let too_many: Vec<Value> = (0..101).map(|i| json!({"id": i.to_string()})).collect();
+    let too_many = h.post(ARCHIVE, &json!({ "inputs": too_many })).await;
+    assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
+    let stats = h.stats().await;
+    assert_eq!(stats.count(&format!("POST {ARCHIVE}"), 204), 2);
 }

@@ -176,38 +176,34 @@ impl Fixture {
         assert!(r.status().is_success(), "config {patch}: {}", r.status());
     }
 
-    /// Contacts the sandbox holds, by email.
-    pub async fn contacts(&self) -> std::collections::BTreeMap<String, Value> {
-        let v = self.inspect("/_sandbox/contacts").await;
-        let list = v.get("results").cloned().unwrap_or(v);
-        list.as_array()
-            .expect("contacts array")
-            .iter()
-            .map(|c| {
-                let email = c["properties"]["email"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                (email, c["properties"].clone())
-            })
-            .collect()
-    }
-
-    /// HubSpot record ids of the sandbox's contacts, by email.
-    pub async fn contacts_with_ids(&self) -> std::collections::BTreeMap<String, String> {
+    /// Contacts the sandbox holds, by email: the whole stored object (`id`, `properties`).
+    pub async fn stored_contacts(&self) -> std::collections::BTreeMap<String, Value> {
         let v = self.inspect("/_sandbox/contacts").await;
         v["results"]
             .as_array()
             .expect("contacts array")
             .iter()
             .map(|c| {
-                let email = c["properties"]["email"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
-                (email, c["id"].as_str().unwrap_or_default().to_string())
+                let email = c["properties"]["email"].as_str().unwrap_or_default();
+                (email.to_string(), c.clone())
             })
             .collect()
+    }
+
+    /// The properties of the sandbox's contacts, by email.
+    pub async fn contacts(&self) -> std::collections::BTreeMap<String, Value> {
+        let mut all = self.stored_contacts().await;
+        all.values_mut().for_each(|c| *c = c["properties"].take());
+        all
+    }
+
+    /// A plan: everything up to the connector, nothing sent.
+    pub async fn plan(&self) -> Summary {
+        self.run(RunOptions {
+            dry_run: true,
+            ..Default::default()
+        })
+        .await
     }
 
     pub async fn records_written(&self) -> u64 {

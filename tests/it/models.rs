@@ -4,7 +4,6 @@ use chrono::Utc;
 use handoff::cli;
 use handoff::demo::data;
 use handoff::project;
-use handoff::sync::RunOptions;
 
 use crate::common::{Fixture, leads, write};
 
@@ -28,13 +27,7 @@ async fn the_seed_query_runs_verbatim_as_a_model() {
         "models/leads.toml",
         "primary_key = \"lead_id\"\n[[sync]]\nconnector = \"hubspot\"\nobject = \"contacts\"\nmatch = { column = \"email\", property = \"email\" }\nmapping = { lead_score = \"lead_score\", last_event_time = \"last_event_time\" }\n",
     );
-    let plan = f
-        .run(RunOptions {
-            full: false,
-            dry_run: true,
-            ..Default::default()
-        })
-        .await;
+    let plan = f.plan().await;
     // About 19% score > 80, 70% unowned, 12% active in the last hour: ~80 of 5000.
     assert!(plan.added > 20 && plan.added < 250, "{plan:?}");
     assert_eq!(plan.invalid, 0);

@@ -187,13 +187,7 @@ async fn full_resends_every_row() {
 async fn a_plan_sends_and_records_nothing() {
     let rows = leads(30);
     let f = Fixture::new(&rows).await;
-    let plan = f
-        .run(RunOptions {
-            full: false,
-            dry_run: true,
-            ..Default::default()
-        })
-        .await;
+    let plan = f.plan().await;
     assert_eq!(plan.status, "planned");
     assert_eq!(
         (plan.added, plan.requests_planned, plan.api_calls),
@@ -274,7 +268,7 @@ async fn a_removed_row_whose_record_was_deleted_in_the_crm_is_forgotten() {
     let mut rows = leads(5);
     let f = Fixture::new(&rows).await;
     f.sync().await;
-    let id = f.contacts_with_ids().await["lead2@example.com"].clone();
+    let id = f.stored_contacts().await["lead2@example.com"]["id"].clone();
     let r = f
         .http
         .post(format!(

@@ -1,6 +1,7 @@
-//! CRM object endpoints (`/crm/v3/objects/{type}/…`): batch upsert, batch read, read one.
+//! CRM object endpoints (`/crm/v3/objects/{type}/…`): batch upsert, update, create,
+//! archive and read, and read one.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,6 +19,8 @@ use super::super::errors::{
 use super::super::store::{IdProperty, ObjectType, Record, SYSTEM_PROPERTIES, Table, timestamp};
 use super::super::{Data, Owner, Shared};
 
+type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
+
 /// Adds every object type's routes (paths relative to `/crm`).
 pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
     for kind in ObjectType::ALL {
@@ -30,17 +33,37 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
                 }),
             )
             .route(
-                &format!("{base}/batch/read"),
+                &format!("{base}/batch/update"),
                 post(move |State(state): State<Shared>, body: Bytes| async move {
-                    batch_read(&state, kind, &body)
+                    batch_update(&state, kind, &body)
                 }),
+            )
+            .route(
+                &format!("{base}/batch/create"),
+                post(move |State(state): State<Shared>, body: Bytes| async move {
+                    batch_create(&state, kind, &body)
+                }),
+            )
+            .route(
+                &format!("{base}/batch/archive"),
+                post(move |State(state): State<Shared>, body: Bytes| async move {
+                    batch_archive(&state, kind, &body)
+                }),
+            )
+            .route(
+                &format!("{base}/batch/read"),
+                post(
+                    move |State(state): State<Shared>, query: QueryPairs, body: Bytes| async move {
+                        batch_read(&state, kind, query, &body)
+                    },
+                ),
             )
             .route(
                 &format!("{base}/{{{}}}", kind.id_param()),
                 get(
                     move |State(state): State<Shared>,
                           Path(id): Path<String>,
-                          query: Result<Query<Vec<(String, String)>>, QueryRejection>| async move {
+                          query: QueryPairs| async move {
                         read_one(&state, kind, &id, query)
                     },
                 ),
@@ -49,16 +72,17 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
     router
 }
 
-/// `BatchInputSimplePublicObjectBatchInputUpsert`.
+/// `BatchInputSimplePublicObjectBatchInputUpsert` and `BatchInputSimplePublicObjectBatchInput`.
 #[derive(Debug, Deserialize)]
-struct UpsertRequest {
-    inputs: Vec<UpsertInput>,
+struct BatchInputs {
+    inputs: Vec<WriteInput>,
 }
 
-/// `SimplePublicObjectBatchInputUpsert`; property values must be strings, as HubSpot requires.
+/// `SimplePublicObjectBatchInputUpsert` and `SimplePublicObjectBatchInput`, which
+/// share one shape; property values must be strings, as HubSpot requires.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct UpsertInput {
+struct WriteInput {
     id: String,
     #[serde(default)]
     id_property: Option<String>,
@@ -81,7 +105,7 @@ struct UpsertResult {
     object_write_trace_id: Option<String>,
 }
 
-/// `SimplePublicObject`.
+/// `SimplePublicObject` (and `SimplePublicObjectWithAssociations`, without associations).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ObjectResult {
@@ -90,6 +114,25 @@ struct ObjectResult {
     created_at: String,
     updated_at: String,
     archived: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    archived_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_write_trace_id: Option<String>,
+}
+
+impl ObjectResult {
+    /// Every property the record has, as the write endpoints return it.
+    fn written(record: &Record, object_write_trace_id: Option<String>) -> Self {
+        ObjectResult {
+            id: record.id.to_string(),
+            properties: record.properties.clone(),
+            created_at: timestamp(record.created_at),
+            updated_at: timestamp(record.updated_at),
+            archived: record.archived_at.is_some(),
+            archived_at: record.archived_at.map(timestamp),
+            object_write_trace_id,
+        }
+    }
 }
 
 /// `BatchResponse…` and `BatchResponse…WithErrors`: one shape, the error fields only on a 207.
@@ -107,7 +150,13 @@ struct BatchResponse<T> {
 }
 
 impl<T: Serialize> BatchResponse<T> {
-    fn respond(results: Vec<T>, errors: Vec<StandardError>, started: DateTime<Utc>) -> Response {
+    /// `success` when every input applied (200, or 201 for create), else 207.
+    fn respond(
+        success: StatusCode,
+        results: Vec<T>,
+        errors: Vec<StandardError>,
+        started: DateTime<Utc>,
+    ) -> Response {
         let partial = !errors.is_empty();
         let body = BatchResponse {
             status: "COMPLETE",
@@ -120,15 +169,20 @@ impl<T: Serialize> BatchResponse<T> {
         let status = if partial {
             StatusCode::MULTI_STATUS
         } else {
-            StatusCode::OK
+            success
         };
         (status, axum::Json(body)).into_response()
     }
 }
 
-fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    let started = Utc::now();
-    let request: UpsertRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+/// Parses a batch body and applies the rules that reject a whole batch: size,
+/// `idProperty` and duplicate ids. `action` names the operation in HubSpot's message.
+fn keyed_inputs(
+    kind: ObjectType,
+    body: &[u8],
+    action: &str,
+) -> Result<Vec<(IdProperty, WriteInput)>, ApiError> {
+    let request: BatchInputs = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -136,7 +190,7 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
         .inputs
         .into_iter()
         .map(|input| {
-            let by = id_property(kind, input.id_property.as_deref(), "update/upsert")?;
+            let by = id_property(kind, input.id_property.as_deref(), action)?;
             Ok((by, input))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -144,7 +198,12 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
         kind,
         keyed.iter().map(|(by, input)| (*by, input.id.as_str())),
     )?;
+    Ok(keyed)
+}
 
+fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let started = Utc::now();
+    let keyed = keyed_inputs(kind, body, "update/upsert")?;
     let mut data = state.lock();
     let Data { store, owners, .. } = &mut *data;
     let table = store.table_mut(kind);
@@ -160,7 +219,12 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
     }
     data.stats.records_written += results.len() as u64;
     drop(data);
-    Ok(BatchResponse::respond(results, errors, started))
+    Ok(BatchResponse::respond(
+        StatusCode::OK,
+        results,
+        errors,
+        started,
+    ))
 }
 
 fn upsert_one(
@@ -168,7 +232,7 @@ fn upsert_one(
     table: &mut Table,
     owners: &[Owner],
     by: IdProperty,
-    input: UpsertInput,
+    input: WriteInput,
     now: DateTime<Utc>,
 ) -> Result<UpsertResult, Box<StandardError>> {
     let mut problems = Vec::new();
@@ -185,12 +249,7 @@ fn upsert_one(
             table.resolve(&input.id, by)
         }
     };
-    problems.extend(
-        input
-            .properties
-            .iter()
-            .filter_map(|(name, value)| check_property(name, value, owners)),
-    );
+    problems.extend(invalid_properties(&input.properties, owners));
     if !problems.is_empty() {
         return Err(Box::new(StandardError::invalid_properties(
             &input.id, &problems,
@@ -206,11 +265,7 @@ fn upsert_one(
         }
     }
     if let Some((_, holder)) = table.unique_conflict(existing, &changes) {
-        return Err(Box::new(StandardError::new(
-            "CONFLICT",
-            format!("{} already exists. Existing ID: {holder}", kind.label()),
-            vec![input.id],
-        )));
+        return Err(conflict_one(kind, holder, &input.id));
     }
 
     let (record, new) = match existing {
@@ -231,12 +286,267 @@ fn upsert_one(
     })
 }
 
+/// `POST …/batch/update`: like upsert, but an input whose record does not exist is a
+/// per-record `OBJECT_NOT_FOUND` instead of a create.
+fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let started = Utc::now();
+    let keyed = keyed_inputs(kind, body, "update")?;
+    let mut data = state.lock();
+    let Data { store, owners, .. } = &mut *data;
+    let table = store.table_mut(kind);
+    let now = Utc::now();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for (by, input) in keyed {
+        match update_one(kind, table, owners, by, input, now) {
+            Ok(result) => results.push(result),
+            Err(error) => errors.push(*error),
+        }
+    }
+    data.stats.records_written += results.len() as u64;
+    drop(data);
+    Ok(BatchResponse::respond(
+        StatusCode::OK,
+        results,
+        errors,
+        started,
+    ))
+}
+
+fn update_one(
+    kind: ObjectType,
+    table: &mut Table,
+    owners: &[Owner],
+    by: IdProperty,
+    input: WriteInput,
+    now: DateTime<Utc>,
+) -> Result<ObjectResult, Box<StandardError>> {
+    let id = table
+        .resolve(&input.id, by)
+        .ok_or_else(|| not_found_one(&input.id))?;
+    let problems = invalid_properties(&input.properties, owners);
+    if !problems.is_empty() {
+        return Err(Box::new(StandardError::invalid_properties(
+            &input.id, &problems,
+        )));
+    }
+    if let Some((_, holder)) = table.unique_conflict(Some(id), &input.properties) {
+        return Err(conflict_one(kind, holder, &input.id));
+    }
+    let record = table
+        .update(id, &input.properties, now)
+        .ok_or_else(|| not_found_one(&input.id))?;
+    Ok(ObjectResult::written(record, input.object_write_trace_id))
+}
+
+/// `BatchInputSimplePublicObjectBatchInputForCreate`.
+#[derive(Debug, Deserialize)]
+struct CreateRequest {
+    inputs: Vec<CreateInput>,
+}
+
+/// `SimplePublicObjectBatchInputForCreate`. The spec requires `associations`; like
+/// HubSpot, the sandbox also takes an input without them.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateInput {
+    properties: BTreeMap<String, String>,
+    #[serde(default)]
+    #[expect(
+        dead_code,
+        reason = "parsed to check its shape; associations are not stored"
+    )]
+    associations: Vec<AssociationInput>,
+    #[serde(default)]
+    object_write_trace_id: Option<String>,
+}
+
+/// `PublicAssociationsForObject`: parsed so a malformed one is a 400, but not stored,
+/// since the sandbox serves no other object types to associate with yet.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[expect(
+    dead_code,
+    reason = "parsed to check its shape; associations are not stored"
+)]
+struct AssociationInput {
+    to: AssociatedObject,
+    types: Vec<AssociationSpec>,
+}
+
+/// `PublicObjectId`; HubSpot's own examples send the id as a number too.
+#[derive(Debug, Deserialize)]
+#[expect(
+    dead_code,
+    reason = "parsed to check its shape; associations are not stored"
+)]
+struct AssociatedObject {
+    id: StringOrNumber,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StringOrNumber {
+    String(#[expect(dead_code, reason = "only the shape is checked")] String),
+    Number(#[expect(dead_code, reason = "only the shape is checked")] u64),
+}
+
+/// `AssociationSpec`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[expect(
+    dead_code,
+    reason = "parsed to check its shape; associations are not stored"
+)]
+struct AssociationSpec {
+    association_category: AssociationCategory,
+    association_type_id: i32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum AssociationCategory {
+    HubspotDefined,
+    IntegratorDefined,
+    UserDefined,
+    Work,
+}
+
+/// `POST …/batch/create` (201). A unique value already taken, by a stored record or
+/// by an earlier input of the same batch, fails the whole batch with HubSpot's 409
+/// `CONFLICT` naming the first one, and nothing is written; an invalid property
+/// value fails only its input (207).
+fn batch_create(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let started = Utc::now();
+    let request: CreateRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    if request.inputs.len() > MAX_BATCH_INPUTS {
+        return Err(ApiError::TooManyInputs);
+    }
+    let mut data = state.lock();
+    let Data { store, owners, .. } = &mut *data;
+    let table = store.table_mut(kind);
+
+    // Check everything before writing anything, so a conflict leaves the store as it was.
+    let mut next_id = table.next_id();
+    let mut taken_in_batch: HashMap<(&'static str, String), u64> = HashMap::new();
+    let mut planned = Vec::with_capacity(request.inputs.len());
+    for input in request.inputs {
+        let problems = invalid_properties(&input.properties, owners);
+        if !problems.is_empty() {
+            // Nothing names a record yet; the email, when given, is what a client can match on.
+            let email = input.properties.get("email").map(String::as_str);
+            let mut error = StandardError::invalid_properties(email.unwrap_or_default(), &problems);
+            if email.is_none() {
+                error.context.insert("ids", Vec::new());
+            }
+            planned.push(Err(error));
+            continue;
+        }
+        if let Some((_, existing)) = table.unique_conflict(None, &input.properties) {
+            return Err(ApiError::Conflict {
+                label: kind.label(),
+                existing,
+            });
+        }
+        for property in kind.unique_properties() {
+            let Some(value) = input.properties.get(*property).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            let key = (*property, kind.normalize(property, value));
+            if let Some(existing) = taken_in_batch.get(&key) {
+                return Err(ApiError::Conflict {
+                    label: kind.label(),
+                    existing: *existing,
+                });
+            }
+            taken_in_batch.insert(key, next_id);
+        }
+        next_id += 1;
+        planned.push(Ok(input));
+    }
+
+    let now = Utc::now();
+    let mut results = Vec::new();
+    let mut errors = Vec::new();
+    for plan in planned {
+        match plan {
+            Ok(input) => {
+                let record = table.create(&input.properties, now);
+                results.push(ObjectResult::written(record, input.object_write_trace_id));
+            }
+            Err(error) => errors.push(error),
+        }
+    }
+    data.stats.records_written += results.len() as u64;
+    drop(data);
+    Ok(BatchResponse::respond(
+        StatusCode::CREATED,
+        results,
+        errors,
+        started,
+    ))
+}
+
+/// `BatchInputSimplePublicObjectId`, as archive takes it.
+#[derive(Debug, Deserialize)]
+struct ArchiveRequest {
+    inputs: Vec<IdInput>,
+}
+
+/// `SimplePublicObjectId`.
+#[derive(Debug, Deserialize)]
+struct IdInput {
+    id: String,
+}
+
+/// `POST …/batch/archive`: 204 with no body. Like HubSpot, ids that name no live
+/// record (unknown, already archived, not numeric) are skipped without an error.
+fn batch_archive(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let request: ArchiveRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    if request.inputs.len() > MAX_BATCH_INPUTS {
+        return Err(ApiError::TooManyInputs);
+    }
+    let mut data = state.lock();
+    let table = data.store.table_mut(kind);
+    let now = Utc::now();
+    let mut archived = 0_u64;
+    for input in &request.inputs {
+        if let Some(id) = table.resolve(&input.id, IdProperty::RecordId)
+            && table.archive(id, now)
+        {
+            archived += 1;
+        }
+    }
+    data.stats.records_written += archived;
+    drop(data);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
 fn not_found_one(id: &str) -> Box<StandardError> {
     Box::new(StandardError::new(
         "OBJECT_NOT_FOUND",
         "Object not found.  objectId are usually numeric.".to_owned(),
         vec![id.to_owned()],
     ))
+}
+
+fn conflict_one(kind: ObjectType, holder: u64, id: &str) -> Box<StandardError> {
+    Box::new(StandardError::new(
+        "CONFLICT",
+        format!("{} already exists. Existing ID: {holder}", kind.label()),
+        vec![id.to_owned()],
+    ))
+}
+
+/// Every property value of one input that HubSpot would refuse.
+fn invalid_properties(
+    properties: &BTreeMap<String, String>,
+    owners: &[Owner],
+) -> Vec<PropertyError> {
+    properties
+        .iter()
+        .filter_map(|(name, value)| check_property(name, value, owners))
+        .collect()
 }
 
 /// HubSpot's per-property checks: the value's format, and that an owner exists and is active.
@@ -342,18 +652,50 @@ fn reject_duplicates<'a>(
 struct ReadRequest {
     #[serde(default)]
     id_property: Option<String>,
-    inputs: Vec<ReadInput>,
+    inputs: Vec<IdInput>,
     #[serde(default)]
     properties: Vec<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ReadInput {
-    id: String,
+/// `?archived=true` on a read: look among archived records only, as HubSpot does.
+fn archived_flag(pairs: &[(String, String)]) -> Result<bool, ApiError> {
+    match pairs
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "archived")
+        .map(|(_, value)| value.as_str())
+    {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(ApiError::Validation(format!(
+            "archived must be true or false, got {other:?}"
+        ))),
+    }
 }
 
-fn batch_read(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+fn query_pairs(query: QueryPairs) -> Result<Vec<(String, String)>, ApiError> {
+    query
+        .map(|Query(pairs)| pairs)
+        .map_err(|e| ApiError::Validation(e.body_text()))
+}
+
+/// The record an input names, among live or (with `archived`) archived records.
+fn find(table: &Table, id: &str, by: IdProperty, archived: bool) -> Option<u64> {
+    if archived {
+        table.resolve_archived(id, by)
+    } else {
+        table.resolve(id, by)
+    }
+}
+
+fn batch_read(
+    state: &Shared,
+    kind: ObjectType,
+    query: QueryPairs,
+    body: &[u8],
+) -> Result<Response, ApiError> {
     let started = Utc::now();
+    let archived = archived_flag(&query_pairs(query)?)?;
     let request: ReadRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
@@ -366,7 +708,7 @@ fn batch_read(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response,
     let mut results = Vec::new();
     let mut missing: Vec<String> = Vec::new();
     for input in &request.inputs {
-        match table.resolve(&input.id, by).and_then(|id| table.get(id)) {
+        match find(table, &input.id, by, archived).and_then(|id| table.get(id)) {
             Some(record) => {
                 if found.insert(record.id) {
                     results.push(object_result(kind, record, &request.properties));
@@ -393,20 +735,25 @@ fn batch_read(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response,
             missing,
         )]
     };
-    Ok(BatchResponse::respond(results, errors, started))
+    Ok(BatchResponse::respond(
+        StatusCode::OK,
+        results,
+        errors,
+        started,
+    ))
 }
 
 fn read_one(
     state: &Shared,
     kind: ObjectType,
     id: &str,
-    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    query: QueryPairs,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::Validation(e.body_text()))?;
+    let pairs = query_pairs(query)?;
+    let archived = archived_flag(&pairs)?;
     let mut id_property_name = None;
     let mut properties = Vec::new();
-    let mut archived = false;
-    for (name, value) in query {
+    for (name, value) in pairs {
         match name.as_str() {
             "idProperty" => id_property_name = Some(value),
             // Both `properties=a,b` and repeated `properties=a&properties=b` are accepted.
@@ -417,17 +764,14 @@ fn read_one(
                     .filter(|p| !p.is_empty())
                     .map(str::to_owned),
             ),
-            "archived" => archived = value == "true",
             _ => {}
         }
     }
     let by = id_property(kind, id_property_name.as_deref(), "read")?;
     let data = state.lock();
     let table = data.store.table(kind);
-    // Nothing is ever archived here, so asking for archived records finds none.
-    let record = (!archived)
-        .then(|| table.resolve(id, by).and_then(|found| table.get(found)))
-        .flatten()
+    let record = find(table, id, by, archived)
+        .and_then(|found| table.get(found))
         .ok_or_else(|| ApiError::ObjectNotFound(id.to_owned()))?;
     let body = object_result(kind, record, &properties);
     drop(data);
@@ -453,7 +797,9 @@ fn object_result(kind: ObjectType, record: &Record, requested: &[String]) -> Obj
             .collect(),
         created_at: timestamp(record.created_at),
         updated_at: timestamp(record.updated_at),
-        archived: false,
+        archived: record.archived_at.is_some(),
+        archived_at: record.archived_at.map(timestamp),
+        object_write_trace_id: None,
     }
 }
 
