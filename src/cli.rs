@@ -1,4 +1,4 @@
-//! The command line: validate | plan | sync | demo | sandbox.
+//! The command line: validate | plan | sync | run | status | demo | sandbox.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -29,6 +29,9 @@ pub struct Cli {
     /// The project directory (holds handoff.toml, models/, connectors/).
     #[arg(long, global = true, default_value = ".")]
     pub project: PathBuf,
+    /// Log lines on stderr: `human`, `json` (one object per line), or `auto`: human on a terminal, JSON otherwise.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -41,6 +44,10 @@ pub enum Command {
     Plan(RunArgs),
     /// Run syncs once now.
     Sync(RunArgs),
+    /// The daemon: every sync on its schedule, an HTTP server for health, metrics and triggers.
+    Run(DaemonArgs),
+    /// Each sync's schedule, last run and next run, from the state store.
+    Status(StatusArgs),
     /// The offline quickstart: sample warehouse, local sandbox, two runs.
     Demo(DemoArgs),
     /// Serve the local HubSpot API emulator.
@@ -58,6 +65,38 @@ pub struct RunArgs {
     /// Resend every row, not just the changes.
     #[arg(long)]
     pub full: bool,
+    /// One JSON object per sync per line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Auto,
+    Human,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Address of the HTTP server (health, metrics, control API). Beyond loopback, the
+    /// control API requires a bearer token in HANDOFF_API_TOKEN.
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Seconds a shutdown waits for batches in flight to finish and commit.
+    #[arg(long, default_value_t = 30)]
+    pub grace_secs: u64,
+    /// Seconds between checks of the project files for changes (0: reload on SIGHUP only).
+    #[arg(long, default_value_t = 2)]
+    pub watch_secs: u64,
+}
+
+/// The daemon's default address: loopback only.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4020";
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
     /// One JSON object per sync per line.
     #[arg(long)]
     pub json: bool,
@@ -100,6 +139,8 @@ pub async fn run(cli: Cli) -> u8 {
         Command::Validate => validate(&cli.project).await,
         Command::Plan(a) => run_syncs(&cli.project, &a, true).await,
         Command::Sync(a) => run_syncs(&cli.project, &a, false).await,
+        Command::Run(a) => run_daemon(&cli.project, &a).await,
+        Command::Status(a) => status(&cli.project, &a).await,
         Command::Demo(a) => crate::demo::run(&cli.project, a.leads, a.change_percent).await,
         Command::Sandbox(a) => serve_sandbox(a).await,
     }
@@ -222,7 +263,15 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
         },
         None => project.syncs().collect(),
     };
-    let state = match open_state(&project, !dry_run).await {
+    // A crash leaves runs `running`; a live daemon's runs look the same and are left alone.
+    let mut recover = !dry_run;
+    if recover && let Some(url) = crate::scheduler::daemon::running_daemon(dir).await {
+        tracing::warn!(
+            "a daemon serves this project at {url}: its runs in progress are left alone"
+        );
+        recover = false;
+    }
+    let state = match open_state(&project, recover).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}", report::term_safe(&e));
@@ -232,7 +281,7 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
     let opts = RunOptions {
         full: args.full,
         dry_run,
-        stop: None,
+        ..RunOptions::default()
     };
     let names: Vec<String> = selected.iter().map(|(_, s)| s.name.clone()).collect();
     let mut code = EXIT_OK;
@@ -293,7 +342,8 @@ pub async fn run_named(
     Ok(out)
 }
 
-fn failed_summary(sync: &str, error: &str) -> Summary {
+/// The summary of a run that failed before it was recorded.
+pub fn failed_summary(sync: &str, error: &str) -> Summary {
     Summary {
         sync: sync.to_string(),
         run_id: None,
@@ -347,4 +397,217 @@ async fn serve_sandbox(a: SandboxArgs) -> u8 {
             EXIT_RUN_FAILED
         }
     }
+}
+
+async fn run_daemon(dir: &Path, a: &DaemonArgs) -> u8 {
+    use crate::scheduler::daemon::{Daemon, DaemonError, DaemonOptions};
+    let api_token = std::env::var(crate::server::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .map(crate::project::Secret::new);
+    let opts = DaemonOptions {
+        project_dir: dir.to_path_buf(),
+        listen: a.listen,
+        grace: std::time::Duration::from_secs(a.grace_secs),
+        watch: (a.watch_secs > 0).then(|| std::time::Duration::from_secs(a.watch_secs)),
+        api_token,
+    };
+    let daemon = match Daemon::start(opts).await {
+        Ok(d) => d,
+        Err(DaemonError::Config(errors)) => {
+            print_errors(&errors);
+            return EXIT_USAGE;
+        }
+        Err(e) => {
+            eprintln!("error: {}", report::term_safe(&e.to_string()));
+            return EXIT_USAGE;
+        }
+    };
+    match daemon.local_addr() {
+        // One line on stdout, so a supervisor (or a test) using port 0 learns the address.
+        Ok(addr) => {
+            println!("listening on http://{addr}");
+            let _ = std::io::stdout().flush();
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    }
+    let (reload_tx, reload_rx) = tokio::sync::mpsc::unbounded_channel();
+    let signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: cannot listen for signals: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let shutdown = signals.run(reload_tx);
+    if daemon.run(reload_rx, shutdown).await {
+        EXIT_OK
+    } else {
+        EXIT_RUN_FAILED
+    }
+}
+
+/// SIGINT/SIGTERM end the daemon; SIGHUP asks for a reload.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                hup: signal(SignalKind::hangup())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Completes on the first SIGINT or SIGTERM, forwarding SIGHUPs meanwhile.
+    async fn run(mut self, reload: tokio::sync::mpsc::UnboundedSender<()>) {
+        #[cfg(unix)]
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT received");
+                    return;
+                }
+                _ = self.term.recv() => {
+                    tracing::info!("SIGTERM received");
+                    return;
+                }
+                _ = self.hup.recv() => {
+                    let _ = reload.send(());
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = (&mut self, reload);
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// One sync's line in `handoff status`.
+#[derive(Debug, serde::Serialize)]
+struct SyncStatus {
+    sync: String,
+    model: String,
+    connector: String,
+    schedule: Option<String>,
+    timezone: String,
+    next_run: Option<chrono::DateTime<chrono::Utc>>,
+    last_run: Option<crate::state::RunRecord>,
+}
+
+async fn status(dir: &Path, a: &StatusArgs) -> u8 {
+    let project = match project::load(dir) {
+        Ok(p) => p,
+        Err(errors) => {
+            print_errors(&errors.0);
+            return EXIT_USAGE;
+        }
+    };
+    let state = match open_state(&project, false).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {}", report::term_safe(&e));
+            return EXIT_USAGE;
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut out = std::io::stdout().lock();
+    for (model, sync) in project.syncs() {
+        let schedule = model.schedule.as_ref().map(|s| s.value.clone());
+        let next_run = schedule
+            .as_deref()
+            .and_then(|s| crate::scheduler::Schedule::parse(s).ok())
+            .and_then(|s| s.next_after(now, project.timezone));
+        let last_run = match state.recent_runs(Some(&sync.name), 1).await {
+            Ok(mut runs) => runs.pop(),
+            Err(e) => {
+                eprintln!("error: {}", report::term_safe(&e.to_string()));
+                return EXIT_USAGE;
+            }
+        };
+        let s = SyncStatus {
+            sync: sync.name.clone(),
+            model: model.name.clone(),
+            connector: sync.connector.clone(),
+            schedule,
+            timezone: project.timezone.name().to_string(),
+            next_run,
+            last_run,
+        };
+        let _ = if a.json {
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&s).unwrap_or_else(|_| "{}".into())
+            )
+        } else {
+            write!(out, "{}", report::term_safe(&status_text(&s)))
+        };
+    }
+    EXIT_OK
+}
+
+fn status_text(s: &SyncStatus) -> String {
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+            .unwrap_or_default()
+    };
+    let mut text = format!("{} ({} → {})\n", s.sync, s.model, s.connector);
+    match (&s.schedule, &s.next_run) {
+        (Some(sched), Some(next)) => text.push_str(&format!(
+            "  schedule  {sched} ({})\n  next run  {}\n",
+            s.timezone,
+            next.format("%Y-%m-%d %H:%M:%S UTC")
+        )),
+        (Some(sched), None) => text.push_str(&format!(
+            "  schedule  {sched} ({})\n  next run  never\n",
+            s.timezone
+        )),
+        (None, _) => text.push_str("  schedule  none (runs on triggers only)\n"),
+    }
+    match &s.last_run {
+        None => text.push_str("  last run  never\n"),
+        Some(r) => {
+            let c = &r.counts;
+            let finished = r
+                .finished_at_ms
+                .map(when)
+                .unwrap_or_else(|| "still running".into());
+            text.push_str(&format!(
+                "  last run  #{} {} (started {}, finished {})\n            {} added, {} changed, {} removed, {} unchanged, {} invalid, {} rejected; {} API calls, {} throttled\n",
+                r.id,
+                r.status,
+                when(r.started_at_ms),
+                finished,
+                c.added,
+                c.changed,
+                c.removed,
+                c.unchanged,
+                c.invalid,
+                c.rejected,
+                c.api_calls,
+                c.throttled
+            ));
+            if let Some(e) = &r.error {
+                text.push_str(&format!("            error: {e}\n"));
+            }
+        }
+    }
+    text
 }

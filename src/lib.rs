@@ -13,6 +13,9 @@
 //! - [`state`]: the state store (sqlx): SQLite by default, Postgres when shared.
 //! - [`sync`]: one run end to end: plan → connector → commit → run record.
 //! - [`connectors`]: the [`connectors::Destination`] trait, shared HTTP plumbing and HubSpot.
+//! - [`scheduler`]: the daemon (`handoff run`): cron and interval ticks, triggers, no overlapping
+//!   runs, reloads, graceful shutdown.
+//! - [`server`]: the daemon's HTTP server: health, readiness, Prometheus metrics, the control API.
 //! - [`sandbox`]: a local HubSpot API emulator for tests, the demo and benchmarks.
 //! - [`report`]: run summaries for the terminal and JSON Lines.
 //! - [`demo`]: the offline quickstart: sample warehouse, sandbox, two runs.
@@ -26,6 +29,8 @@ pub mod model;
 pub mod project;
 pub mod report;
 pub mod sandbox;
+pub mod scheduler;
+pub mod server;
 pub mod state;
 pub mod sync;
 pub mod warehouse;

@@ -1,7 +1,9 @@
 //! HTTP plumbing shared by connectors: rate limit → request with timeout → retry decisions, in one place.
 
+use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Once;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -63,12 +65,68 @@ impl RetryPolicy {
     }
 }
 
+/// Headers in which CRMs tell how many requests are left in the current window.
+const RATE_REMAINING_HEADERS: [&str; 2] =
+    ["x-hubspot-ratelimit-remaining", "x-ratelimit-remaining"];
+
+/// What one client's requests met, for the daemon's metrics: answers by HTTP status
+/// (`error` when no answer came) and the rate budget the CRM last reported.
+#[derive(Debug)]
+pub struct RequestStats {
+    by_status: Mutex<BTreeMap<String, u64>>,
+    /// -1 until a response carried the header.
+    rate_remaining: AtomicI64,
+}
+
+impl Default for RequestStats {
+    fn default() -> Self {
+        RequestStats {
+            by_status: Mutex::new(BTreeMap::new()),
+            rate_remaining: AtomicI64::new(-1),
+        }
+    }
+}
+
+impl RequestStats {
+    /// Requests by status (`"200"`, `"429"`, `"error"`), retries included.
+    pub fn by_status(&self) -> BTreeMap<String, u64> {
+        self.by_status.lock().expect("stats lock").clone()
+    }
+
+    /// Requests left in the CRM's rate window at its last answer, when it says.
+    pub fn rate_remaining(&self) -> Option<u64> {
+        u64::try_from(self.rate_remaining.load(Ordering::Relaxed)).ok()
+    }
+
+    fn count(&self, status: &str) {
+        *self
+            .by_status
+            .lock()
+            .expect("stats lock")
+            .entry(status.to_string())
+            .or_default() += 1;
+    }
+
+    fn observe(&self, headers: &reqwest::header::HeaderMap) {
+        let remaining = RATE_REMAINING_HEADERS.iter().find_map(|h| {
+            headers
+                .get(*h)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i64>().ok())
+        });
+        if let Some(n) = remaining {
+            self.rate_remaining.store(n.max(0), Ordering::Relaxed);
+        }
+    }
+}
+
 /// A rate-limited, retrying JSON client for one CRM account.
 pub struct Client {
     http: reqwest::Client,
     limiter: DefaultDirectRateLimiter,
     retry: RetryPolicy,
     token: Secret,
+    stats: std::sync::Arc<RequestStats>,
 }
 
 static TLS_PROVIDER: Once = Once::new();
@@ -108,7 +166,13 @@ impl Client {
             limiter: RateLimiter::direct(quota),
             retry,
             token,
+            stats: std::sync::Arc::default(),
         })
+    }
+
+    /// The client's request counters; shared, so they can be read while it works.
+    pub fn stats(&self) -> std::sync::Arc<RequestStats> {
+        std::sync::Arc::clone(&self.stats)
     }
 
     /// POSTs JSON, waiting for the rate limiter before every attempt and retrying
@@ -135,6 +199,8 @@ impl Client {
             let (wait, why) = match resp {
                 Ok(r) => {
                     let status = r.status().as_u16();
+                    self.stats.count(&status.to_string());
+                    self.stats.observe(r.headers());
                     let retry_after = r
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
@@ -180,7 +246,10 @@ impl Client {
                         };
                     }
                 }
-                Err(e) => (None, describe(&e)),
+                Err(e) => {
+                    self.stats.count("error");
+                    (None, describe(&e))
+                }
             };
             if attempt >= self.retry.max_retries {
                 return Sent {
@@ -429,6 +498,37 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn requests_are_counted_by_status_with_the_reported_budget() {
+        let (url, _) = server(|n| {
+            let mut h = HeaderMap::new();
+            h.insert("x-hubspot-ratelimit-remaining", "41".parse().unwrap());
+            let status = if n == 0 {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::OK
+            };
+            (status, h, "{}", Duration::ZERO)
+        })
+        .await;
+        let c = client(3, Duration::from_secs(5));
+        assert_eq!(c.stats().rate_remaining(), None);
+        c.post_json(&url, &serde_json::json!({}), never_stop).await;
+        let by_status = c.stats().by_status();
+        assert_eq!(by_status.get("503"), Some(&1));
+        assert_eq!(by_status.get("200"), Some(&1));
+        assert_eq!(c.stats().rate_remaining(), Some(41));
+        // Nobody listening: counted as an error.
+        let dead = client(0, Duration::from_secs(1));
+        dead.post_json(
+            "http://127.0.0.1:9/batch",
+            &serde_json::json!({}),
+            never_stop,
+        )
+        .await;
+        assert_eq!(dead.stats().by_status().get("error"), Some(&1));
     }
 
     #[tokio::test]

@@ -95,6 +95,10 @@ pub trait Destination: Send + Sync {
         object: &str,
         records: &[OutRecord],
     ) -> Result<BatchReport, ConnectorError>;
+    /// Counters of the requests made, for the daemon's metrics.
+    fn request_stats(&self) -> Option<Arc<http::RequestStats>> {
+        None
+    }
 }
 
 /// Builds the connector a config describes.

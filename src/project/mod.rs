@@ -243,6 +243,8 @@ pub struct ModelConfig {
 pub struct Project {
     pub dir: PathBuf,
     pub name: String,
+    /// Cron schedules are read in this zone (`[project] timezone`, UTC by default).
+    pub timezone: chrono_tz::Tz,
     pub state_url: String,
     pub warehouse: WarehouseConfig,
     pub models: Vec<ModelConfig>,
@@ -279,10 +281,11 @@ pub fn load_with_env(
     let dir = dir.to_path_buf();
 
     let project_file = read_source(&dir, Path::new("handoff.toml"), &mut errors);
-    let (name, state_url, warehouse) = match &project_file {
+    let (name, timezone, state_url, warehouse) = match &project_file {
         Some(f) => read_project_file(&dir, f, env, &mut errors),
         None => (
             String::new(),
+            chrono_tz::Tz::UTC,
             DEFAULT_STATE_URL.to_string(),
             WarehouseConfig::default(),
         ),
@@ -355,6 +358,7 @@ pub fn load_with_env(
         Ok(Project {
             dir,
             name,
+            timezone,
             state_url,
             warehouse,
             models,
@@ -429,9 +433,10 @@ fn read_project_file(
     f: &SourceFile,
     env: &dyn Fn(&str) -> Option<String>,
     errors: &mut Vec<ConfigError>,
-) -> (String, String, WarehouseConfig) {
+) -> (String, chrono_tz::Tz, String, WarehouseConfig) {
     let mut r = Reader::new(f, env);
     let mut name = String::from("handoff");
+    let mut timezone = chrono_tz::Tz::UTC;
     let mut state_url = DEFAULT_STATE_URL.to_string();
     let mut warehouse = WarehouseConfig::default();
     if let Some(root) = r.parse()
@@ -442,6 +447,21 @@ fn read_project_file(
         {
             if let Some(v) = p.take("name").and_then(|v| r.string(v, "project.name")) {
                 name = v.value;
+            }
+            if let Some(v) = p.take("timezone") {
+                let span = v.span;
+                if let Some(z) = r.string(v, "project.timezone") {
+                    match z.value.parse::<chrono_tz::Tz>() {
+                        Ok(tz) => timezone = tz,
+                        Err(_) => r.error(
+                            span,
+                            format!(
+                                "`project.timezone` {:?} is not an IANA time zone (e.g. \"Europe/Berlin\", \"UTC\")",
+                                z.value
+                            ),
+                        ),
+                    }
+                }
             }
             r.finish(p);
         }
@@ -489,7 +509,7 @@ fn read_project_file(
         r.finish(t);
     }
     errors.append(&mut r.errors);
-    (name, state_url, warehouse)
+    (name, timezone, state_url, warehouse)
 }
 
 fn read_table(
@@ -735,13 +755,9 @@ fn read_model(
             if let Some(v) = t.take("schedule") {
                 let span = v.span;
                 if let Some(s) = r.string(v, "schedule") {
-                    match cron::Schedule::from_str(&s.value) {
+                    match crate::scheduler::Schedule::parse(&s.value) {
                         Ok(_) => schedule = Some(s),
-                        Err(e) => {
-                            let why = e.to_string();
-                            let why = why.lines().last().unwrap_or_default().trim().to_string();
-                            r.error(span, format!("`schedule` {:?} is not a valid cron expression (seconds field first, e.g. \"0 */5 * * * *\"): {why}", s.value))
-                        }
+                        Err(why) => r.error(span, format!("`schedule` {:?} {why}", s.value)),
                     }
                 }
             }

@@ -2,5 +2,6 @@
 
 mod cli;
 mod common;
+mod daemon;
 mod models;
 mod sync;

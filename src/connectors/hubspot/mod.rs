@@ -232,6 +232,10 @@ impl Destination for HubSpot {
         self.concurrency
     }
 
+    fn request_stats(&self) -> Option<std::sync::Arc<super::http::RequestStats>> {
+        Some(self.client.stats())
+    }
+
     async fn upsert(
         &self,
         object: &str,
