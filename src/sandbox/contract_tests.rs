@@ -18,23 +18,35 @@ const ONE: &str = "/crm/v3/objects/contacts/{contactId}";
 const OWNERS: &str = "/crm/v3/owners";
 const OWNER: &str = "/crm/v3/owners/{ownerId}";
 
-/// The contacts and owners specs, or `None` (after saying so) when they are not there.
-fn specs() -> Option<(Spec, Spec)> {
+/// The specs the sandbox serves, or `None` (after saying so) when they are not there.
+fn specs() -> Option<Specs> {
     let dir = hubspot_spec_dir();
     if !dir.is_dir() {
         println!("skipped: ../shared/api/hubspot not found");
         return None;
     }
-    Some((
-        Spec::load(&dir, "contacts.json"),
-        Spec::load(&dir, "owners.json"),
-    ))
+    Some(Specs {
+        contacts: Spec::load(&dir, "contacts.json"),
+        owners: Spec::load(&dir, "owners.json"),
+        tasks: Spec::load(&dir, "tasks.json"),
+        companies: Spec::load(&dir, "companies.json"),
+        deals: Spec::load(&dir, "deals.json"),
+        leads: Spec::load(&dir, "leads.json"),
+    })
+}
+
+struct Specs {
+    contacts: Spec,
+    owners: Spec,
+    tasks: Spec,
+    companies: Spec,
+    deals: Spec,
+    leads: Spec,
 }
 
 struct Contract {
     h: Harness,
-    contacts: Spec,
-    owners: Spec,
+    specs: Specs,
 }
 
 impl Contract {
@@ -43,19 +55,28 @@ impl Contract {
     }
 
     async fn with(config: SandboxConfig) -> Option<Contract> {
-        let (contacts, owners) = specs()?;
+        let specs = specs()?;
         Some(Contract {
             h: Harness::with(config).await,
-            contacts,
-            owners,
+            specs,
         })
     }
 
+    /// The spec that declares `template`, by its object type segment.
     fn spec(&self, template: &str) -> &Spec {
+        let specs = &self.specs;
         if template.starts_with(OWNERS) {
-            &self.owners
-        } else {
-            &self.contacts
+            return &specs.owners;
+        }
+        match template
+            .strip_prefix("/crm/v3/objects/")
+            .and_then(|rest| rest.split('/').next())
+        {
+            Some("tasks") => &specs.tasks,
+            Some("companies") => &specs.companies,
+            Some("0-3" | "deals") => &specs.deals,
+            Some("leads") => &specs.leads,
+            _ => &specs.contacts,
         }
     }
 
@@ -243,6 +264,12 @@ async fn batch_create_matches_the_spec() {
     let Some(c) = Contract::start().await else {
         return;
     };
+    // A company to associate with (the first company's id is 1001).
+    c.h.post(
+        "/crm/v3/objects/companies/batch/create",
+        &json!({"inputs": [{"properties": {"name": "Acme"}}]}),
+    )
+    .await;
     let created = c
         .post(
             CREATE,
@@ -250,7 +277,7 @@ async fn batch_create_matches_the_spec() {
             json!({"inputs": [
                 {"properties": {"email": "a@x.io", "firstname": "A"}, "associations": []},
                 {"properties": {"email": "b@x.io"}, "objectWriteTraceId": "t2", "associations": [
-                    {"to": {"id": "77"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
+                    {"to": {"id": "1001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
                 ]},
             ]}),
         )
@@ -495,7 +522,7 @@ async fn auth_and_rate_limit_errors_match_the_spec() {
     let _ = c.h.get("/crm/v3/owners").await;
     let throttled = c.h.get("/crm/v3/owners").await;
     assert_eq!(throttled.status, StatusCode::TOO_MANY_REQUESTS);
-    let c_owners = &c.owners;
+    let c_owners = &c.specs.owners;
     let schema = match c_owners
         .response_body("GET", OWNERS, 429)
         .expect("a default response")
@@ -534,7 +561,7 @@ fn specs_use_only_keywords_the_validator_understands() {
 /// Guards against a vacuous pass: the real schemas, resolved through `$ref`, do refuse a broken body.
 #[test]
 fn real_schemas_refuse_a_broken_body() {
-    let Some((contacts, _)) = specs() else {
+    let Some(Specs { contacts, .. }) = specs() else {
         return;
     };
     let body = json!({
@@ -560,4 +587,352 @@ fn real_schemas_refuse_a_broken_body() {
             .is_err_and(|e| e.contains("does not declare a 200")),
         "batch create answers 201"
     );
+}
+
+/// Batch create, read, update, archive, read one and search of one object type,
+/// each request and answer checked against that type's spec. `segment` is the
+/// path segment the spec uses, `id_param` its path parameter.
+async fn object_type_matches_its_spec(
+    c: &Contract,
+    segment: &str,
+    id_param: &str,
+    create_inputs: Value,
+) -> Vec<String> {
+    let base = format!("/crm/v3/objects/{segment}");
+    let created = c
+        .post(&format!("{base}/batch/create"), "", create_inputs)
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let ids: Vec<String> = created.body["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["id"].as_str().expect("an id").to_owned())
+        .collect();
+
+    let read = c
+        .post(
+            &format!("{base}/batch/read"),
+            "",
+            json!({"inputs": [{"id": ids[0]}, {"id": "999999"}], "properties": ["hubspot_owner_id"], "propertiesWithHistory": []}),
+        )
+        .await;
+    assert_eq!(read.status, StatusCode::MULTI_STATUS, "{}", read.body);
+
+    let updated = c
+        .post(
+            &format!("{base}/batch/update"),
+            "",
+            json!({"inputs": [{"id": ids[0], "properties": {"hubspot_owner_id": "102"}}, {"id": "999999", "properties": {}}]}),
+        )
+        .await;
+    assert_eq!(updated.status, StatusCode::MULTI_STATUS, "{}", updated.body);
+
+    let one_template = format!("{base}/{{{id_param}}}");
+    let one = c
+        .get(
+            &one_template,
+            &format!("{base}/{}?properties=hubspot_owner_id", ids[0]),
+        )
+        .await;
+    assert_eq!(one.status, StatusCode::OK);
+    assert_eq!(one.body["properties"]["hubspot_owner_id"], "102");
+    let missing = c.get(&one_template, &format!("{base}/999999")).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+
+    let search = c
+        .post(
+            &format!("{base}/search"),
+            "",
+            json!({
+                "filterGroups": [{"filters": [
+                    {"propertyName": "hubspot_owner_id", "operator": "IN", "values": ["101", "102"]},
+                    {"propertyName": "hs_object_id", "operator": "HAS_PROPERTY"}
+                ]}],
+                "sorts": ["-hs_object_id"],
+                "properties": ["hubspot_owner_id"],
+                "limit": 1,
+                "after": "0"
+            }),
+        )
+        .await;
+    assert_eq!(search.status, StatusCode::OK, "{}", search.body);
+    assert_eq!(search.body["total"], ids.len());
+    if ids.len() > 1 {
+        assert_eq!(search.body["paging"]["next"]["after"], "1");
+    }
+    let bad_search = c
+        .post_unchecked(
+            &format!("{base}/search"),
+            "",
+            json!({"filterGroups": [], "sorts": [], "properties": [], "limit": 500, "after": "0"}),
+        )
+        .await;
+    assert_eq!(bad_search.status, StatusCode::BAD_REQUEST);
+
+    // Single create, update and archive.
+    let single = c
+        .post(
+            &base,
+            "",
+            json!({"properties": {"hubspot_owner_id": "101", "hs_timestamp": "2026-03-02"}, "associations": []}),
+        )
+        .await;
+    assert_eq!(single.status, StatusCode::CREATED, "{}", single.body);
+    let single_id = single.body["id"].as_str().expect("an id").to_owned();
+    let patch_body = json!({"properties": {"hubspot_owner_id": "103"}});
+    if let Err(error) = c
+        .spec(&one_template)
+        .check_request("PATCH", &one_template, &patch_body)
+    {
+        panic!("{error}");
+    }
+    let patched =
+        c.h.send(
+            c.h.http
+                .patch(c.h.url(&format!("{base}/{single_id}")))
+                .bearer_auth(&c.h.token)
+                .json(&patch_body),
+        )
+        .await;
+    assert_eq!(patched.status, StatusCode::OK, "{}", patched.body);
+    c.check("PATCH", &one_template, &patched);
+    let deleted =
+        c.h.send(
+            c.h.http
+                .delete(c.h.url(&format!("{base}/{single_id}")))
+                .bearer_auth(&c.h.token),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    c.check("DELETE", &one_template, &deleted);
+
+    let archived = c
+        .post(
+            &format!("{base}/batch/archive"),
+            "",
+            json!({"inputs": [{"id": ids[ids.len() - 1]}]}),
+        )
+        .await;
+    assert_eq!(archived.status, StatusCode::NO_CONTENT);
+    ids
+}
+
+#[tokio::test]
+async fn tasks_match_the_spec() {
+    let Some(c) = Contract::start().await else {
+        return;
+    };
+    let contact =
+        c.h.post(
+            CREATE,
+            &json!({"inputs": [{"properties": {"email": "t@x.io"}}]}),
+        )
+        .await;
+    let contact = contact.body["results"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let task = |subject: &str| {
+        json!({
+            "properties": {"hs_timestamp": "2026-03-02T09:00:00Z", "hs_task_subject": subject,
+                "hubspot_owner_id": "101", "hs_task_status": "NOT_STARTED", "hs_task_priority": "HIGH", "hs_task_type": "CALL"},
+            "associations": [{"to": {"id": contact}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]}]
+        })
+    };
+    object_type_matches_its_spec(
+        &c,
+        "tasks",
+        "taskId",
+        json!({"inputs": [task("A"), task("B")]}),
+    )
+    .await;
+    // A missing hs_timestamp fails its input with a 207 the spec describes.
+    let mut broken = task("C");
+    broken["properties"]
+        .as_object_mut()
+        .expect("object")
+        .remove("hs_timestamp");
+    let partial = c
+        .post(
+            "/crm/v3/objects/tasks/batch/create",
+            "",
+            json!({"inputs": [broken, task("D")]}),
+        )
+        .await;
+    assert_eq!(partial.status, StatusCode::MULTI_STATUS);
+}
+
+#[tokio::test]
+async fn companies_deals_and_leads_match_their_specs() {
+    let Some(c) = Contract::start().await else {
+        return;
+    };
+    // Six searches in well under a second: lift the search limit.
+    c.h.configure(json!({"search_per_second": 0})).await;
+    let companies = object_type_matches_its_spec(
+        &c,
+        "companies",
+        "companyId",
+        json!({"inputs": [
+            {"properties": {"domain": "acme.io", "name": "Acme", "hubspot_owner_id": "101"}, "associations": []},
+            {"properties": {"domain": "beta.io", "name": "Beta", "hubspot_owner_id": "101"}, "associations": []}
+        ]}),
+    )
+    .await;
+    let upsert = c
+        .post(
+            "/crm/v3/objects/companies/batch/upsert",
+            "",
+            json!({"inputs": [{"id": "acme.io", "idProperty": "domain", "properties": {"name": "Acme Inc"}},
+                {"id": "new.io", "idProperty": "domain", "properties": {"name": "New"}}]}),
+        )
+        .await;
+    assert_eq!(upsert.status, StatusCode::OK, "{}", upsert.body);
+
+    object_type_matches_its_spec(
+        &c,
+        "0-3",
+        "dealId",
+        json!({"inputs": [{"properties": {"dealname": "Big", "amount": "100", "hubspot_owner_id": "101"},
+            "associations": [{"to": {"id": companies[0]}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 341}]}]}]}),
+    )
+    .await;
+    object_type_matches_its_spec(
+        &c,
+        "leads",
+        "leadsId",
+        json!({"inputs": [
+            {"properties": {"hs_lead_name": "L1", "hubspot_owner_id": "101"}, "associations": []},
+            {"properties": {"hs_lead_name": "L2", "hubspot_owner_id": "101"}, "associations": []}
+        ]}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn injected_faults_match_the_spec() {
+    let Some(c) = Contract::start().await else {
+        return;
+    };
+    c.h.configure(json!({"faults": {"seed": 5, "partial_failure_rate": 0.5}}))
+        .await;
+    let inputs: Vec<Value> = (0..20)
+        .map(|i| json!({"id": format!("p{i}@x.io"), "idProperty": "email", "properties": {}}))
+        .collect();
+    let partial = c.post(UPSERT, "", json!({ "inputs": inputs })).await;
+    assert_eq!(partial.status, StatusCode::MULTI_STATUS);
+    c.h.configure(json!({"faults": {"partial_failure_rate": 0.0, "error_rate": 1.0}}))
+        .await;
+    for _ in 0..5 {
+        let failed = c
+            .post(
+                "/crm/v3/objects/tasks/batch/read",
+                "",
+                json!({"inputs": [], "properties": [], "propertiesWithHistory": []}),
+            )
+            .await;
+        assert!(failed.status.is_server_error());
+    }
+}
+
+#[tokio::test]
+async fn associations_match_the_spec() {
+    let dir = hubspot_spec_dir();
+    let Some(c) = Contract::start().await else {
+        return;
+    };
+    let spec = Spec::load(&dir, "associations.json");
+    let check = |method: &str, template: &str, reply: &Reply| {
+        let body = (!reply.body.is_null()).then_some(&reply.body);
+        if let Err(error) = spec.check_response(method, template, reply.status.as_u16(), body) {
+            panic!("{error}");
+        }
+    };
+    let send = |template: &'static str, path: String, body: Value| {
+        let c = &c;
+        let spec = &spec;
+        async move {
+            if let Err(error) = spec.check_request("POST", template, &body) {
+                panic!("{error}");
+            }
+            c.h.post(&path, &body).await
+        }
+    };
+    let contact =
+        c.h.post(
+            CREATE,
+            &json!({"inputs": [{"properties": {"email": "a@x.io"}}]}),
+        )
+        .await;
+    let contact = contact.body["results"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    let task =
+        c.h.post(
+            "/crm/v3/objects/tasks/batch/create",
+            &json!({"inputs": [{"properties": {"hs_timestamp": "2026-03-02"}}]}),
+        )
+        .await;
+    let task = task.body["results"][0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    const CREATE_T: &str = "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/create";
+    const DEFAULT_T: &str =
+        "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/associate/default";
+    const READ_T: &str = "/crm/v4/associations/{fromObjectType}/{toObjectType}/batch/read";
+    const LIST_T: &str = "/crm/v4/objects/{objectType}/{objectId}/associations/{toObjectType}";
+    const PUT_T: &str = "/crm/v4/objects/{fromObjectType}/{fromObjectId}/associations/default/{toObjectType}/{toObjectId}";
+
+    for inputs in [
+        json!([{"from": {"id": task}, "to": {"id": contact}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]}]),
+        json!([{"from": {"id": task}, "to": {"id": "404"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 204}]}]),
+    ] {
+        let reply = send(
+            CREATE_T,
+            "/crm/v4/associations/tasks/contacts/batch/create".to_owned(),
+            json!({ "inputs": inputs }),
+        )
+        .await;
+        assert!(reply.status.is_success(), "{}", reply.body);
+        check("POST", CREATE_T, &reply);
+    }
+    let reply = send(
+        DEFAULT_T,
+        "/crm/v4/associations/contacts/tasks/batch/associate/default".to_owned(),
+        json!({"inputs": [{"from": {"id": contact}, "to": {"id": task}}, {"from": {"id": "1"}, "to": {"id": task}}]}),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    check("POST", DEFAULT_T, &reply);
+    for inputs in [json!([{"id": task}]), json!([{"id": task}, {"id": "404"}])] {
+        let reply = send(
+            READ_T,
+            "/crm/v4/associations/tasks/contacts/batch/read".to_owned(),
+            json!({ "inputs": inputs }),
+        )
+        .await;
+        check("POST", READ_T, &reply);
+    }
+    let list =
+        c.h.get(&format!(
+            "/crm/v4/objects/contacts/{contact}/associations/tasks"
+        ))
+        .await;
+    assert_eq!(list.status, StatusCode::OK);
+    check("GET", LIST_T, &list);
+    let put =
+        c.h.send(
+            c.h.http
+                .put(c.h.url(&format!(
+                    "/crm/v4/objects/tasks/{task}/associations/default/contacts/{contact}"
+                )))
+                .bearer_auth(&c.h.token),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK);
+    check("PUT", PUT_T, &put);
 }

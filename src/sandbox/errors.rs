@@ -18,6 +18,8 @@ pub(crate) const PORTAL_ID: u64 = 4_242_424;
 pub(crate) enum Policy {
     TenSecondlyRolling,
     Daily,
+    /// The search endpoints' own per-second limit.
+    Secondly,
 }
 
 impl Policy {
@@ -25,6 +27,7 @@ impl Policy {
         match self {
             Policy::TenSecondlyRolling => "TEN_SECONDLY_ROLLING",
             Policy::Daily => "DAILY",
+            Policy::Secondly => "SECONDLY",
         }
     }
 
@@ -32,6 +35,7 @@ impl Policy {
         match self {
             Policy::TenSecondlyRolling => "ten_secondly_rolling",
             Policy::Daily => "daily",
+            Policy::Secondly => "secondly",
         }
     }
 }
@@ -67,6 +71,17 @@ pub(crate) enum ApiError {
     NoRoute(String),
     #[error("method {0} is not allowed on this resource")]
     MethodNotAllowed(String),
+    /// A server error injected by [`super::Faults::error_rate`]: 500, 502 or 503.
+    #[error("{}", injected_message(*.0))]
+    Injected(u16),
+}
+
+fn injected_message(status: u16) -> &'static str {
+    match status {
+        502 => "Bad Gateway: the upstream service did not answer. Please try again.",
+        503 => "Service Unavailable: the service is temporarily unavailable. Please try again.",
+        _ => "internal error",
+    }
 }
 
 impl ApiError {
@@ -80,6 +95,9 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Injected(status) => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
         }
     }
 
@@ -128,6 +146,7 @@ impl ApiError {
             ApiError::Unauthenticated => "INVALID_AUTHENTICATION",
             ApiError::RateLimited { .. } => "RATE_LIMITS",
             ApiError::MethodNotAllowed(_) => "VALIDATION_ERROR",
+            ApiError::Injected(_) => "INTERNAL_ERROR",
         }
     }
 }

@@ -9,9 +9,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::errors::{ApiError, invalid_json};
-use super::limits::LimitsPatch;
+use super::faults::{Faults, FaultsPatch};
+use super::limits::{Limits, LimitsPatch};
 use super::store::ObjectType;
-use super::{Shared, StoredObject};
+use super::{Data, Shared, StoredAssociation, StoredObject};
 
 pub(super) fn router() -> Router<Shared> {
     let mut router = Router::new()
@@ -22,7 +23,8 @@ pub(super) fn router() -> Router<Shared> {
         .route("/_sandbox/stats", get(stats))
         .route("/_sandbox/stats/reset", post(reset_stats))
         .route("/_sandbox/reset", post(reset))
-        .route("/_sandbox/config", get(config).post(update_config));
+        .route("/_sandbox/config", get(config).post(update_config))
+        .route("/_sandbox/duplicates", get(duplicates));
     for kind in ObjectType::ALL {
         router = router.route(
             &format!("/_sandbox/{}", kind.path()),
@@ -46,6 +48,7 @@ async fn reset_stats(State(state): State<Shared>) -> Response {
     let mut data = state.lock();
     data.stats = Default::default();
     data.limiter.clear();
+    data.search_limiter.clear();
     drop(data);
     axum::Json(json!({"status": "ok"})).into_response()
 }
@@ -55,20 +58,69 @@ async fn reset(State(state): State<Shared>) -> Response {
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
-async fn config(State(state): State<Shared>) -> Response {
-    let limits = state.lock().limiter.limits();
-    axum::Json(limits).into_response()
+/// What `GET /_sandbox/config` shows: the limits and the faults in force.
+#[derive(Debug, Serialize)]
+struct ConfigView {
+    #[serde(flatten)]
+    limits: Limits,
+    search_per_second: u32,
+    faults: Faults,
 }
 
-/// Applies a partial `{"burst_per_10s", "daily_limit", "window_ms"}` and returns the result.
+/// A partial update: any of the limits, and `faults` as a partial [`Faults`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfigPatch {
+    burst_per_10s: Option<u32>,
+    daily_limit: Option<u64>,
+    window_ms: Option<u64>,
+    search_per_second: Option<u32>,
+    faults: Option<FaultsPatch>,
+}
+
+fn config_view(state: &Shared) -> ConfigView {
+    let data = state.lock();
+    ConfigView {
+        limits: data.limiter.limits(),
+        search_per_second: data.search_limiter.limits().burst_per_10s,
+        faults: data.faults.faults.clone(),
+    }
+}
+
+async fn config(State(state): State<Shared>) -> Response {
+    axum::Json(config_view(&state)).into_response()
+}
+
+/// Applies a partial `{"burst_per_10s", "daily_limit", "window_ms", "faults": {…}}`
+/// and returns the result; setting faults re-seeds their RNG.
 async fn update_config(State(state): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
-    let patch: LimitsPatch = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
+    let patch: ConfigPatch = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
     let mut data = state.lock();
     let mut limits = data.limiter.limits();
-    limits.apply(&patch).map_err(ApiError::Validation)?;
+    limits
+        .apply(&LimitsPatch {
+            burst_per_10s: patch.burst_per_10s,
+            daily_limit: patch.daily_limit,
+            window_ms: patch.window_ms,
+        })
+        .map_err(ApiError::Validation)?;
+    let mut faults = data.faults.faults.clone();
+    if let Some(faults_patch) = &patch.faults {
+        faults.apply(faults_patch).map_err(ApiError::Validation)?;
+    }
     data.limiter.set_limits(limits);
+    if let Some(per_second) = patch.search_per_second {
+        let search = data.search_limiter.limits();
+        data.search_limiter.set_limits(Limits {
+            burst_per_10s: per_second,
+            ..search
+        });
+    }
+    if patch.faults.is_some() {
+        data.faults.set(faults);
+    }
     drop(data);
-    Ok(axum::Json(limits).into_response())
+    Ok(axum::Json(config_view(&state)).into_response())
 }
 
 #[derive(Debug, Serialize)]
@@ -89,6 +141,62 @@ fn objects(state: &Shared, kind: ObjectType, archived: bool) -> Response {
     axum::Json(ObjectList {
         total: results.len(),
         results,
+    })
+    .into_response()
+}
+
+/// Live tasks that look like one task written twice: the same subject, owner and
+/// associations. A sync that retried a create whose answer it never saw makes these.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DuplicateGroup {
+    pub object_type: String,
+    pub subject: Option<String>,
+    pub owner: Option<String>,
+    pub associations: Vec<StoredAssociation>,
+    /// The record ids, ascending; always two or more.
+    pub ids: Vec<String>,
+}
+
+pub(crate) fn duplicate_tasks(data: &Data) -> Vec<DuplicateGroup> {
+    let mut groups: std::collections::BTreeMap<_, Vec<String>> = std::collections::BTreeMap::new();
+    for task in data.stored(ObjectType::Tasks, false) {
+        let mut associations = task.associations;
+        associations.sort();
+        let key = (
+            task.properties.get("hs_task_subject").cloned(),
+            task.properties.get("hubspot_owner_id").cloned(),
+            associations,
+        );
+        groups.entry(key).or_default().push(task.id);
+    }
+    groups
+        .into_iter()
+        .filter(|(_, ids)| ids.len() > 1)
+        .map(|((subject, owner, associations), ids)| DuplicateGroup {
+            object_type: ObjectType::Tasks.path().to_owned(),
+            subject,
+            owner,
+            associations,
+            ids,
+        })
+        .collect()
+}
+
+#[derive(Debug, Serialize)]
+struct DuplicateReport {
+    /// How many groups.
+    total: usize,
+    /// How many records beyond the first of each group: the extra writes.
+    extra_records: usize,
+    groups: Vec<DuplicateGroup>,
+}
+
+async fn duplicates(State(state): State<Shared>) -> Response {
+    let groups = duplicate_tasks(&state.lock());
+    axum::Json(DuplicateReport {
+        total: groups.len(),
+        extra_records: groups.iter().map(|g| g.ids.len() - 1).sum(),
+        groups,
     })
     .into_response()
 }

@@ -70,6 +70,8 @@ pub(crate) enum Admission {
 #[derive(Debug)]
 pub(crate) struct RateLimiter {
     limits: Limits,
+    /// The policy a spent burst budget is reported under.
+    burst_policy: Policy,
     recent: VecDeque<Instant>,
     day: Option<NaiveDate>,
     used_today: u64,
@@ -79,9 +81,22 @@ impl RateLimiter {
     pub(crate) fn new(limits: Limits) -> Self {
         RateLimiter {
             limits,
+            burst_policy: Policy::TenSecondlyRolling,
             recent: VecDeque::new(),
             day: None,
             used_today: 0,
+        }
+    }
+
+    /// The search endpoints' limiter: `per_second` requests a second, no daily budget.
+    pub(crate) fn search(per_second: u32) -> Self {
+        RateLimiter {
+            burst_policy: Policy::Secondly,
+            ..RateLimiter::new(Limits {
+                burst_per_10s: per_second,
+                daily_limit: 0,
+                window_ms: 1_000,
+            })
         }
     }
 
@@ -130,7 +145,7 @@ impl RateLimiter {
             let freeing = self.recent[self.recent.len() - burst];
             let wait = (freeing + window).saturating_duration_since(now);
             return Admission::Throttled {
-                policy: Policy::TenSecondlyRolling,
+                policy: self.burst_policy,
                 retry_after_secs: ceil_secs(wait),
             };
         }

@@ -5,20 +5,31 @@
 //! and the same rate limits and headers, so a sync can run end to end offline.
 //! Everything lives in memory.
 //!
+//! Object types: `contacts` (unique `email`), `companies` (unique `domain`), `deals`
+//! (also served as `0-3`, as HubSpot's deals spec names them), `tasks` (`hs_timestamp`
+//! required; associations on create: 204 contact, 192 company, 216 deal) and `leads`.
+//! `{type}` below is any of them.
+//!
 //! | route | what |
 //! | --- | --- |
-//! | `POST /crm/v3/objects/contacts/batch/upsert` | create or update by `email` (or record id) |
-//! | `POST /crm/v3/objects/contacts/batch/update` | update existing records by record id (or `email`) |
-//! | `POST /crm/v3/objects/contacts/batch/create` | create; a taken email fails the batch with a 409 |
-//! | `POST /crm/v3/objects/contacts/batch/archive` | archive by record id (204) |
-//! | `POST /crm/v3/objects/contacts/batch/read` | read by `email` or record id (`?archived=true`) |
-//! | `GET /crm/v3/objects/contacts/{contactId}` | read one (`?idProperty=email`, `?archived=true`) |
+//! | `POST /crm/v3/objects/{type}/batch/upsert` | create or update by a unique property (or record id) |
+//! | `POST /crm/v3/objects/{type}/batch/update` | update existing records by record id (or a unique property) |
+//! | `POST /crm/v3/objects/{type}/batch/create` | create, with associations; a taken unique value fails the batch with a 409 |
+//! | `POST /crm/v3/objects/{type}/batch/archive` | archive by record id (204) |
+//! | `POST /crm/v3/objects/{type}/batch/read` | read by a unique property or record id (`?archived=true`) |
+//! | `GET /crm/v3/objects/{type}/{id}` | read one (`?idProperty=email`, `?archived=true`) |
+//! | `POST /crm/v3/objects/{type}/search` | filter groups, sorts, `limit` ≤ 200, `after`, 10,000-result cap; own rate limit |
 //! | `GET /crm/v3/owners`, `GET /crm/v3/owners/{ownerId}` | the seeded owners, paged |
-//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic counters ([`SandboxStats`]) |
-//! | `GET /_sandbox/contacts` | every live contact (`?archived=true`: the archived ones) |
-//! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms` |
-//! | `POST /_sandbox/reset` | back to the seed and the startup limits |
+//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]) |
+//! | `GET /_sandbox/{type}` | every live record with its associations (`?archived=true`: the archived ones) |
+//! | `GET /_sandbox/duplicates` | groups of live tasks with the same subject, owner and associations |
+//! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms`, `search_per_second`, `faults` |
+//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults |
 //! | `GET /_sandbox/health` | liveness |
+//!
+//! Faults ([`Faults`]) are drawn from a seeded RNG: server errors (500/502/503 before
+//! applying), added latency, hung requests, connections closed *after* a write was
+//! applied, and per-record 207 failures. Each is counted under `faults` in the stats.
 //!
 //! `/crm` requests need `Authorization: Bearer <token>` and pass through one
 //! gate (auth, rate limit, counters, rate-limit headers), so new object types
@@ -31,9 +42,14 @@
 #[cfg(test)]
 mod contract_tests;
 mod errors;
+#[cfg(test)]
+mod fault_tests;
+mod faults;
 mod hubspot;
 mod inspect;
 mod limits;
+#[cfg(test)]
+mod object_tests;
 #[cfg(test)]
 pub(crate) mod openapi;
 mod stats;
@@ -55,11 +71,15 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use errors::ApiError;
+use faults::{Connection, FaultState, KillableListener};
 use limits::{DEFAULT_WINDOW_MS, Limits, RateLimiter};
 use store::{ObjectStore, ObjectType};
 
+pub use faults::{FaultCounts, Faults};
+pub use inspect::DuplicateGroup;
 pub use stats::SandboxStats;
 
 /// The sandbox's default address is `http://127.0.0.1:4010`.
@@ -78,6 +98,10 @@ pub struct SandboxConfig {
     pub token: Option<String>,
     /// The owners and contacts the sandbox starts with (and returns to on reset).
     pub seed: Seed,
+    /// Injected faults (none by default); `POST /_sandbox/config` changes them at runtime.
+    pub faults: Faults,
+    /// The search endpoints' own limit, requests per second (HubSpot: about 5); `0` means unlimited.
+    pub search_per_second: u32,
 }
 
 impl Default for SandboxConfig {
@@ -89,6 +113,8 @@ impl Default for SandboxConfig {
             daily_limit: 250_000,
             token: None,
             seed: Seed::demo(),
+            faults: Faults::default(),
+            search_per_second: 5,
         }
     }
 }
@@ -185,6 +211,19 @@ pub struct OwnerTeam {
 pub struct StoredObject {
     pub id: String,
     pub properties: BTreeMap<String, String>,
+    /// The records it was associated with on create (tasks: contacts, companies, deals).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub associations: Vec<StoredAssociation>,
+}
+
+/// One association of a [`StoredObject`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StoredAssociation {
+    /// The object type, as in `/crm/v3/objects/{to}`: `"contacts"`, `"companies"`, …
+    pub to: String,
+    pub id: String,
+    /// HubSpot's association type id (204: task → contact, 192: task → company, 216: task → deal).
+    pub type_id: i32,
 }
 
 /// A running sandbox; stopped by [`Sandbox::shutdown`] or when dropped.
@@ -241,6 +280,21 @@ impl Sandbox {
         self.state.lock().stored(ObjectType::Contacts, false)
     }
 
+    /// Every live task, ordered by id.
+    pub fn tasks(&self) -> Vec<StoredObject> {
+        self.state.lock().stored(ObjectType::Tasks, false)
+    }
+
+    /// Groups of live tasks sharing subject, owner and associations (`GET /_sandbox/duplicates`).
+    pub fn duplicate_tasks(&self) -> Vec<DuplicateGroup> {
+        inspect::duplicate_tasks(&self.state.lock())
+    }
+
+    /// Replaces the injected faults (as `POST /_sandbox/config` with `faults` does) and re-seeds.
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.lock().faults.set(faults);
+    }
+
     /// Every archived contact, ordered by id.
     pub fn archived_contacts(&self) -> Vec<StoredObject> {
         self.state.lock().stored(ObjectType::Contacts, true)
@@ -289,8 +343,14 @@ async fn run(
     state: Shared,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+    let cancel = state.cancel.clone();
+    let app = router(state).into_make_service_with_connect_info::<Connection>();
+    axum::serve(KillableListener(listener), app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Hung requests give up, so a graceful shutdown does not wait them out.
+            cancel.cancel();
+        })
         .await
 }
 
@@ -319,6 +379,8 @@ pub(crate) struct SandboxState {
     /// The startup configuration, kept so a reset can return to it.
     config: SandboxConfig,
     data: Mutex<Data>,
+    /// Cancelled at shutdown; hung (timed-out) requests wait on it.
+    pub(crate) cancel: CancellationToken,
 }
 
 /// Everything that changes while the sandbox runs; one lock, never held across an await.
@@ -327,7 +389,10 @@ pub(crate) struct Data {
     pub store: ObjectStore,
     pub owners: Vec<Owner>,
     pub limiter: RateLimiter,
+    /// Search requests pass this limiter instead of `limiter` (HubSpot exempts them from the burst window).
+    pub search_limiter: RateLimiter,
     pub stats: SandboxStats,
+    pub faults: FaultState,
 }
 
 impl SandboxState {
@@ -336,6 +401,7 @@ impl SandboxState {
         Arc::new(SandboxState {
             config,
             data: Mutex::new(data),
+            cancel: CancellationToken::new(),
         })
     }
 
@@ -371,7 +437,9 @@ impl Data {
                 daily_limit: config.daily_limit,
                 window_ms: DEFAULT_WINDOW_MS,
             }),
+            search_limiter: RateLimiter::search(config.search_per_second),
             stats: SandboxStats::default(),
+            faults: FaultState::new(config.faults.clone()),
         }
     }
 
@@ -387,6 +455,15 @@ impl Data {
             .map(|record| StoredObject {
                 id: record.id.to_string(),
                 properties: record.properties.clone(),
+                associations: record
+                    .associations
+                    .iter()
+                    .map(|link| StoredAssociation {
+                        to: link.to.path().to_owned(),
+                        id: link.id.to_string(),
+                        type_id: link.type_id,
+                    })
+                    .collect(),
             })
             .collect()
     }

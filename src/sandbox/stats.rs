@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::faults::FaultCounts;
+
 /// What the sandbox has served since it started or was last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
@@ -15,6 +17,9 @@ pub struct SandboxStats {
     pub throttled: u64,
     /// Object inputs applied by write endpoints, summed over all requests.
     pub records_written: u64,
+    /// Faults injected ([`super::Faults`]).
+    #[serde(default)]
+    pub faults: FaultCounts,
 }
 
 impl SandboxStats {
@@ -28,6 +33,17 @@ impl SandboxStats {
             .entry(endpoint.to_owned())
             .or_default()
             .entry(status.to_string())
+            .or_default() += 1;
+    }
+
+    /// A request that got no answer (`"timeout"` or `"dropped"` in place of a status).
+    pub(crate) fn record_unanswered(&mut self, endpoint: &str, outcome: &str) {
+        self.requests += 1;
+        *self
+            .by_endpoint
+            .entry(endpoint.to_owned())
+            .or_default()
+            .entry(outcome.to_owned())
             .or_default() += 1;
     }
 

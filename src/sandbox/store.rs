@@ -9,15 +9,41 @@ use chrono::{DateTime, SecondsFormat, Utc};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum ObjectType {
     Contacts,
+    Companies,
+    Deals,
+    Tasks,
+    Leads,
 }
 
 impl ObjectType {
-    pub(crate) const ALL: [ObjectType; 1] = [ObjectType::Contacts];
+    pub(crate) const ALL: [ObjectType; 5] = [
+        ObjectType::Contacts,
+        ObjectType::Companies,
+        ObjectType::Deals,
+        ObjectType::Tasks,
+        ObjectType::Leads,
+    ];
 
     /// The segment in `/crm/v3/objects/{path}`.
     pub(crate) fn path(self) -> &'static str {
         match self {
             ObjectType::Contacts => "contacts",
+            ObjectType::Companies => "companies",
+            ObjectType::Deals => "deals",
+            ObjectType::Tasks => "tasks",
+            ObjectType::Leads => "leads",
+        }
+    }
+
+    /// Every segment the type is served under: its name, and for deals also the
+    /// object type id `0-3` that HubSpot's deals spec uses.
+    pub(crate) fn paths(self) -> &'static [&'static str] {
+        match self {
+            ObjectType::Contacts => &["contacts"],
+            ObjectType::Companies => &["companies"],
+            ObjectType::Deals => &["deals", "0-3"],
+            ObjectType::Tasks => &["tasks"],
+            ObjectType::Leads => &["leads"],
         }
     }
 
@@ -25,6 +51,10 @@ impl ObjectType {
     pub(crate) fn id_param(self) -> &'static str {
         match self {
             ObjectType::Contacts => "contactId",
+            ObjectType::Companies => "companyId",
+            ObjectType::Deals => "dealId",
+            ObjectType::Tasks => "taskId",
+            ObjectType::Leads => "leadsId",
         }
     }
 
@@ -32,6 +62,10 @@ impl ObjectType {
     pub(crate) fn error_name(self) -> &'static str {
         match self {
             ObjectType::Contacts => "CONTACT",
+            ObjectType::Companies => "COMPANY",
+            ObjectType::Deals => "DEAL",
+            ObjectType::Tasks => "TASK",
+            ObjectType::Leads => "LEAD",
         }
     }
 
@@ -39,6 +73,10 @@ impl ObjectType {
     pub(crate) fn label(self) -> &'static str {
         match self {
             ObjectType::Contacts => "Contact",
+            ObjectType::Companies => "Company",
+            ObjectType::Deals => "Deal",
+            ObjectType::Tasks => "Task",
+            ObjectType::Leads => "Lead",
         }
     }
 
@@ -46,6 +84,10 @@ impl ObjectType {
     pub(crate) fn type_id(self) -> &'static str {
         match self {
             ObjectType::Contacts => "0-1",
+            ObjectType::Companies => "0-2",
+            ObjectType::Deals => "0-3",
+            ObjectType::Tasks => "0-27",
+            ObjectType::Leads => "0-136",
         }
     }
 
@@ -53,6 +95,30 @@ impl ObjectType {
     pub(crate) fn unique_properties(self) -> &'static [&'static str] {
         match self {
             ObjectType::Contacts => &["email"],
+            ObjectType::Companies => &["domain"],
+            ObjectType::Deals | ObjectType::Tasks | ObjectType::Leads => &[],
+        }
+    }
+
+    /// Properties a create must set.
+    pub(crate) fn required_properties(self) -> &'static [&'static str] {
+        match self {
+            ObjectType::Tasks => &["hs_timestamp"],
+            _ => &[],
+        }
+    }
+
+    /// The read-only properties every record carries: its id, creation and modification dates.
+    /// Contacts name the dates `createdate`/`lastmodifieddate`, other types differ, as in HubSpot.
+    pub(crate) fn system_properties(self) -> [&'static str; 3] {
+        match self {
+            ObjectType::Contacts => ["hs_object_id", "createdate", "lastmodifieddate"],
+            ObjectType::Companies | ObjectType::Deals => {
+                ["hs_object_id", "createdate", "hs_lastmodifieddate"]
+            }
+            ObjectType::Tasks | ObjectType::Leads => {
+                ["hs_object_id", "hs_createdate", "hs_lastmodifieddate"]
+            }
         }
     }
 
@@ -67,13 +133,61 @@ impl ObjectType {
                 "lastmodifieddate",
                 "lastname",
             ],
+            ObjectType::Companies => &[
+                "createdate",
+                "domain",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "name",
+            ],
+            ObjectType::Deals => &[
+                "amount",
+                "closedate",
+                "createdate",
+                "dealname",
+                "dealstage",
+                "hs_lastmodifieddate",
+                "hs_object_id",
+                "pipeline",
+            ],
+            ObjectType::Tasks | ObjectType::Leads => {
+                &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"]
+            }
         }
+    }
+
+    /// The object type a `HUBSPOT_DEFINED` association type id from this type points to.
+    pub(crate) fn association_target(self, type_id: i32) -> Option<ObjectType> {
+        ASSOCIATION_TYPES
+            .iter()
+            .find(|(from, id, _)| *from == self && *id == type_id)
+            .map(|(_, _, to)| *to)
+    }
+
+    /// The default (unlabelled) `HUBSPOT_DEFINED` association type from this type to `to`.
+    pub(crate) fn default_association(self, to: ObjectType) -> Option<i32> {
+        ASSOCIATION_TYPES
+            .iter()
+            .find(|(from, _, target)| *from == self && *target == to)
+            .map(|(_, id, _)| *id)
+    }
+
+    /// A type named in a URL: its path (`contacts`), its type id (`0-1`) or its singular (`contact`).
+    pub(crate) fn from_segment(segment: &str) -> Option<ObjectType> {
+        let segment = segment.to_ascii_lowercase();
+        ObjectType::ALL.into_iter().find(|kind| {
+            kind.paths().contains(&segment.as_str())
+                || kind.type_id() == segment
+                || kind.label().eq_ignore_ascii_case(&segment)
+        })
     }
 
     /// How the CRM stores a value: HubSpot lower-cases and trims email addresses.
     pub(crate) fn normalize(self, property: &str, value: &str) -> String {
         match (self, property) {
-            (ObjectType::Contacts, "email") => value.trim().to_lowercase(),
+            (ObjectType::Contacts, "email") | (ObjectType::Companies, "domain") => {
+                value.trim().to_lowercase()
+            }
             _ => value.to_owned(),
         }
     }
@@ -93,9 +207,41 @@ impl ObjectType {
     fn index(self) -> usize {
         match self {
             ObjectType::Contacts => 0,
+            ObjectType::Companies => 1,
+            ObjectType::Deals => 2,
+            ObjectType::Tasks => 3,
+            ObjectType::Leads => 4,
         }
     }
 }
+
+/// `HUBSPOT_DEFINED` association types: (from, type id, to). The first of each
+/// (from, to) pair is the default one.
+const ASSOCIATION_TYPES: [(ObjectType, i32, ObjectType); 20] = {
+    use ObjectType::{Companies, Contacts, Deals, Leads, Tasks};
+    [
+        (Tasks, 204, Contacts),
+        (Tasks, 192, Companies),
+        (Tasks, 216, Deals),
+        (Contacts, 203, Tasks),
+        (Companies, 191, Tasks),
+        (Deals, 215, Tasks),
+        (Contacts, 279, Companies),
+        (Contacts, 1, Companies),
+        (Companies, 280, Contacts),
+        (Companies, 2, Contacts),
+        (Deals, 3, Contacts),
+        (Contacts, 4, Deals),
+        (Deals, 341, Companies),
+        (Deals, 5, Companies),
+        (Companies, 342, Deals),
+        (Companies, 6, Deals),
+        (Leads, 578, Contacts),
+        (Contacts, 579, Leads),
+        (Leads, 610, Companies),
+        (Companies, 611, Leads),
+    ]
+};
 
 /// How an input names its record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,8 +250,13 @@ pub(crate) enum IdProperty {
     Unique(&'static str),
 }
 
-/// Read-only properties every record carries.
-pub(crate) const SYSTEM_PROPERTIES: [&str; 3] = ["hs_object_id", "createdate", "lastmodifieddate"];
+/// A link from a record to another record, as created with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct Association {
+    pub to: ObjectType,
+    pub id: u64,
+    pub type_id: i32,
+}
 
 /// One stored object.
 #[derive(Debug, Clone)]
@@ -116,6 +267,8 @@ pub(crate) struct Record {
     pub updated_at: DateTime<Utc>,
     /// Set by a batch archive; an archived record is invisible to lookups and writes.
     pub archived_at: Option<DateTime<Utc>>,
+    /// Links to other records, ordered and without repeats.
+    pub associations: Vec<Association>,
 }
 
 /// HubSpot's timestamp format: RFC 3339, milliseconds, `Z`.
@@ -246,20 +399,31 @@ impl Table {
         let id = self.next_id;
         self.next_id += 1;
         let stamp = timestamp(now);
+        let [id_property, created, modified] = self.kind.system_properties();
         let record = Record {
             id,
             properties: BTreeMap::from([
-                ("hs_object_id".to_owned(), id.to_string()),
-                ("createdate".to_owned(), stamp.clone()),
-                ("lastmodifieddate".to_owned(), stamp),
+                (id_property.to_owned(), id.to_string()),
+                (created.to_owned(), stamp.clone()),
+                (modified.to_owned(), stamp),
             ]),
             created_at: now,
             updated_at: now,
             archived_at: None,
+            associations: Vec::new(),
         };
         self.records.insert(id, record);
         self.apply(id, properties, now);
         &self.records[&id]
+    }
+
+    /// Adds links to a record (ignoring ones it already has).
+    pub(crate) fn associate(&mut self, id: u64, links: &[Association]) {
+        if let Some(record) = self.records.get_mut(&id) {
+            record.associations.extend_from_slice(links);
+            record.associations.sort();
+            record.associations.dedup();
+        }
     }
 
     /// Applies `changes` to a live record; an empty value clears the property.
@@ -287,7 +451,7 @@ impl Table {
         };
         for (name, value) in changes {
             // The CRM owns these; a client's value is silently ignored.
-            if SYSTEM_PROPERTIES.contains(&name.as_str()) {
+            if kind.system_properties().contains(&name.as_str()) {
                 continue;
             }
             let value = kind.normalize(name, value);
@@ -309,7 +473,7 @@ impl Table {
         record.updated_at = now;
         record
             .properties
-            .insert("lastmodifieddate".to_owned(), timestamp(now));
+            .insert(kind.system_properties()[2].to_owned(), timestamp(now));
     }
 }
 

@@ -833,6 +833,14 @@ async fn update_rejects_whole_batches_like_upsert() {
 #[tokio::test]
 async fn create_makes_new_records_and_refuses_taken_emails() {
     let h = Harness::start().await;
+    // A company to associate with (the first company's id is 1001).
+    let company = h
+        .post(
+            "/crm/v3/objects/companies/batch/create",
+            &json!({"inputs": [{"properties": {"name": "Acme"}}]}),
+        )
+        .await;
+    assert_eq!(company.body["results"][0]["id"], "1001");
     let created = h
         .post(
             CREATE,
@@ -849,7 +857,11 @@ async fn create_makes_new_records_and_refuses_taken_emails() {
     assert_eq!(results[0]["properties"]["hs_object_id"], "1001");
     assert_eq!(results[1]["id"], "1002");
     assert_eq!(results[1]["objectWriteTraceId"], "t2");
-    assert_eq!(h.stats().await.records_written, 2);
+    assert_eq!(
+        h.stats().await.records_written,
+        3,
+        "the company and two contacts"
+    );
 
     // Invalid values fail only their input.
     let partial = h
@@ -860,7 +872,7 @@ async fn create_makes_new_records_and_refuses_taken_emails() {
                 {"properties": {"email": "ok@x.io", "hubspot_owner_id": "999"}},
                 {"properties": {"hubspot_owner_id": "109"}},
                 {"properties": {"email": "fine@x.io"}, "associations": [
-                    {"to": {"id": "5"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
+                    {"to": {"id": "1001"}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279}]}
                 ]},
             ]}),
         )
@@ -924,7 +936,7 @@ async fn create_makes_new_records_and_refuses_taken_emails() {
     let too_many: Vec<Value> = (0..101).map(|_| json!({"properties": {}})).collect();
     let too_many = h.post(CREATE, &json!({ "inputs": too_many })).await;
     assert_eq!(too_many.status, StatusCode::BAD_REQUEST);
-    assert_eq!(h.stats().await.records_written, 3);
+    assert_eq!(h.stats().await.records_written, 4);
 }
 
 #[tokio::test]

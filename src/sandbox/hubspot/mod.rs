@@ -1,10 +1,12 @@
 //! HubSpot's `/crm` API: the routes and the gate every request passes (auth, limits, counters).
 
+mod associations;
 mod objects;
 mod owners;
+mod search;
 
 use axum::Router;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,11 +15,14 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::errors::ApiError;
+use super::faults::{Connection, Verdict, hang_for};
 use super::limits::{Admission, Quota};
 
 /// The `/crm` router, to be nested under `/crm`.
 pub(super) fn router(state: Shared) -> Router<Shared> {
-    let router = owners::routes(objects::routes(Router::new()));
+    let router = associations::routes(owners::routes(search::routes(objects::routes(
+        Router::new(),
+    ))));
     router
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -37,15 +42,27 @@ async fn method_not_allowed(request: Request) -> Response {
 async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let endpoint = endpoint_key(&request);
 
+    let latency = state.lock().faults.faults.latency_ms;
+    if latency > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+    }
+
     // HubSpot answers an unknown caller before charging any account's budget.
     if !authorized(request.headers(), state.token()) {
         state.lock().stats.record(&endpoint, 401);
         return ApiError::Unauthenticated.into_response();
     }
 
+    // Search has its own, lower limit, and its answers carry no rate-limit headers.
+    let search = request.uri().path().ends_with("/search");
     let admission = {
         let mut data = state.lock();
-        let admission = data.limiter.admit(Instant::now(), Utc::now());
+        let limiter = if search {
+            &mut data.search_limiter
+        } else {
+            &mut data.limiter
+        };
+        let admission = limiter.admit(Instant::now(), Utc::now());
         if matches!(admission, Admission::Throttled { .. }) {
             data.stats.record(&endpoint, 429);
         }
@@ -65,12 +82,70 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
         }
     };
 
+    let write = is_write(&request);
+    let connection = request
+        .extensions()
+        .get::<ConnectInfo<Connection>>()
+        .map(|ConnectInfo(connection)| connection.clone());
+    let verdict = state.lock().faults.verdict(write);
+    let drop_after_apply = match verdict {
+        Verdict::Pass { drop_after_apply } => drop_after_apply,
+        Verdict::Error(status) => {
+            let mut data = state.lock();
+            data.stats.faults.error += 1;
+            data.stats.record(&endpoint, status);
+            drop(data);
+            let mut response = ApiError::Injected(status).into_response();
+            if !search {
+                rate_limit_headers(response.headers_mut(), &quota);
+            }
+            return response;
+        }
+        Verdict::Hang => {
+            let wait = {
+                let mut data = state.lock();
+                data.stats.faults.timeout += 1;
+                data.stats.record_unanswered(&endpoint, "timeout");
+                hang_for(&data.faults.faults)
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = state.cancel.cancelled() => {}
+            }
+            // Never answer: the client sees its own timeout, or a closed connection.
+            if let Some(connection) = &connection {
+                connection.switch.kill();
+            }
+            return ApiError::Injected(504).into_response();
+        }
+    };
+
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
+    if drop_after_apply
+        && response.status().is_success()
+        && let Some(connection) = connection
+    {
+        connection.switch.kill();
+        let mut data = state.lock();
+        data.stats.faults.dropped_after_apply += 1;
+        data.stats.record_unanswered(&endpoint, "dropped");
+        return response;
+    }
     tracing::debug!(%endpoint, status, "sandbox request");
     state.lock().stats.record(&endpoint, status);
-    rate_limit_headers(response.headers_mut(), &quota);
+    if !search {
+        rate_limit_headers(response.headers_mut(), &quota);
+    }
     response
+}
+
+/// Whether a request may change data: anything but a GET, a read or a search.
+fn is_write(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() != axum::http::Method::GET
+        && !path.ends_with("/batch/read")
+        && !path.ends_with("/search")
 }
 
 /// `"METHOD /route"` with the route's template, so ids do not split the counters.

@@ -1,5 +1,5 @@
 //! CRM object endpoints (`/crm/v3/objects/{type}/…`): batch upsert, update, create,
-//! archive and read, and read one.
+//! archive and read; create, read, update and archive one.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -16,15 +16,20 @@ use serde::{Deserialize, Serialize};
 use super::super::errors::{
     ApiError, MAX_BATCH_INPUTS, PORTAL_ID, PropertyError, StandardError, invalid_json,
 };
-use super::super::store::{IdProperty, ObjectType, Record, SYSTEM_PROPERTIES, Table, timestamp};
+use super::super::faults::FaultState;
+use super::super::stats::SandboxStats;
+use super::super::store::{Association, IdProperty, ObjectType, Record, Table, timestamp};
 use super::super::{Data, Owner, Shared};
 
 type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
 
 /// Adds every object type's routes (paths relative to `/crm`).
 pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
-    for kind in ObjectType::ALL {
-        let base = format!("/v3/objects/{}", kind.path());
+    for (kind, path) in ObjectType::ALL
+        .into_iter()
+        .flat_map(|kind| kind.paths().iter().map(move |path| (kind, *path)))
+    {
+        let base = format!("/v3/objects/{path}");
         router = router
             .route(
                 &format!("{base}/batch/upsert"),
@@ -59,12 +64,31 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
                 ),
             )
             .route(
+                &base,
+                post(move |State(state): State<Shared>, body: Bytes| async move {
+                    create_single(&state, kind, &body)
+                }),
+            )
+            .route(
                 &format!("{base}/{{{}}}", kind.id_param()),
                 get(
                     move |State(state): State<Shared>,
                           Path(id): Path<String>,
                           query: QueryPairs| async move {
                         read_one(&state, kind, &id, query)
+                    },
+                )
+                .patch(
+                    move |State(state): State<Shared>,
+                          Path(id): Path<String>,
+                          query: QueryPairs,
+                          body: Bytes| async move {
+                        update_single(&state, kind, &id, query, &body)
+                    },
+                )
+                .delete(
+                    move |State(state): State<Shared>, Path(id): Path<String>| async move {
+                        archive_single(&state, kind, &id)
                     },
                 ),
             );
@@ -108,7 +132,7 @@ struct UpsertResult {
 /// `SimplePublicObject` (and `SimplePublicObjectWithAssociations`, without associations).
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ObjectResult {
+pub(super) struct ObjectResult {
     id: String,
     properties: BTreeMap<String, String>,
     created_at: String,
@@ -138,7 +162,7 @@ impl ObjectResult {
 /// `BatchResponse…` and `BatchResponse…WithErrors`: one shape, the error fields only on a 207.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct BatchResponse<T> {
+pub(super) struct BatchResponse<T> {
     status: &'static str,
     results: Vec<T>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -151,7 +175,7 @@ struct BatchResponse<T> {
 
 impl<T: Serialize> BatchResponse<T> {
     /// `success` when every input applied (200, or 201 for create), else 207.
-    fn respond(
+    pub(super) fn respond(
         success: StatusCode,
         results: Vec<T>,
         errors: Vec<StandardError>,
@@ -205,13 +229,23 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
     let started = Utc::now();
     let keyed = keyed_inputs(kind, body, "update/upsert")?;
     let mut data = state.lock();
-    let Data { store, owners, .. } = &mut *data;
+    let Data {
+        store,
+        owners,
+        faults,
+        stats,
+        ..
+    } = &mut *data;
     let table = store.table_mut(kind);
     let now = Utc::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     // Inputs apply in order and independently: one bad record does not hold back the rest.
     for (by, input) in keyed {
+        if let Some(error) = injected_failure(faults, stats, vec![input.id.clone()]) {
+            errors.push(error);
+            continue;
+        }
         match upsert_one(kind, table, owners, by, input, now) {
             Ok(result) => results.push(result),
             Err(error) => errors.push(*error),
@@ -243,13 +277,13 @@ fn upsert_one(
                 .ok_or_else(|| not_found_one(&input.id))?,
         ),
         IdProperty::Unique(property) => {
-            if let Some(problem) = check_property(property, &input.id, owners) {
+            if let Some(problem) = check_property(kind, property, &input.id, owners) {
                 problems.push(problem);
             }
             table.resolve(&input.id, by)
         }
     };
-    problems.extend(invalid_properties(&input.properties, owners));
+    problems.extend(invalid_properties(kind, &input.properties, owners));
     if !problems.is_empty() {
         return Err(Box::new(StandardError::invalid_properties(
             &input.id, &problems,
@@ -292,12 +326,22 @@ fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
     let started = Utc::now();
     let keyed = keyed_inputs(kind, body, "update")?;
     let mut data = state.lock();
-    let Data { store, owners, .. } = &mut *data;
+    let Data {
+        store,
+        owners,
+        faults,
+        stats,
+        ..
+    } = &mut *data;
     let table = store.table_mut(kind);
     let now = Utc::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for (by, input) in keyed {
+        if let Some(error) = injected_failure(faults, stats, vec![input.id.clone()]) {
+            errors.push(error);
+            continue;
+        }
         match update_one(kind, table, owners, by, input, now) {
             Ok(result) => results.push(result),
             Err(error) => errors.push(*error),
@@ -324,7 +368,7 @@ fn update_one(
     let id = table
         .resolve(&input.id, by)
         .ok_or_else(|| not_found_one(&input.id))?;
-    let problems = invalid_properties(&input.properties, owners);
+    let problems = invalid_properties(kind, &input.properties, owners);
     if !problems.is_empty() {
         return Err(Box::new(StandardError::invalid_properties(
             &input.id, &problems,
@@ -352,23 +396,14 @@ struct CreateRequest {
 struct CreateInput {
     properties: BTreeMap<String, String>,
     #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "parsed to check its shape; associations are not stored"
-    )]
     associations: Vec<AssociationInput>,
     #[serde(default)]
     object_write_trace_id: Option<String>,
 }
 
-/// `PublicAssociationsForObject`: parsed so a malformed one is a 400, but not stored,
-/// since the sandbox serves no other object types to associate with yet.
+/// `PublicAssociationsForObject`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[expect(
-    dead_code,
-    reason = "parsed to check its shape; associations are not stored"
-)]
 struct AssociationInput {
     to: AssociatedObject,
     types: Vec<AssociationSpec>,
@@ -376,72 +411,243 @@ struct AssociationInput {
 
 /// `PublicObjectId`; HubSpot's own examples send the id as a number too.
 #[derive(Debug, Deserialize)]
-#[expect(
-    dead_code,
-    reason = "parsed to check its shape; associations are not stored"
-)]
-struct AssociatedObject {
-    id: StringOrNumber,
+pub(super) struct AssociatedObject {
+    pub(super) id: StringOrNumber,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-enum StringOrNumber {
-    String(#[expect(dead_code, reason = "only the shape is checked")] String),
-    Number(#[expect(dead_code, reason = "only the shape is checked")] u64),
+pub(super) enum StringOrNumber {
+    String(String),
+    Number(u64),
+}
+
+impl StringOrNumber {
+    pub(super) fn text(&self) -> String {
+        match self {
+            StringOrNumber::String(text) => text.clone(),
+            StringOrNumber::Number(n) => n.to_string(),
+        }
+    }
 }
 
 /// `AssociationSpec`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[expect(
-    dead_code,
-    reason = "parsed to check its shape; associations are not stored"
-)]
-struct AssociationSpec {
-    association_category: AssociationCategory,
-    association_type_id: i32,
+pub(super) struct AssociationSpec {
+    pub(super) association_category: AssociationCategory,
+    pub(super) association_type_id: i32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-enum AssociationCategory {
+pub(super) enum AssociationCategory {
     HubspotDefined,
     IntegratorDefined,
     UserDefined,
     Work,
 }
 
+/// Resolves a create input's associations against the store: each type must be a
+/// `HUBSPOT_DEFINED` one from `kind`, and each target a live record of its type.
+fn resolve_associations(
+    kind: ObjectType,
+    data_store: &super::super::store::ObjectStore,
+    inputs: &[AssociationInput],
+) -> Result<Vec<Association>, String> {
+    let mut links = Vec::new();
+    for input in inputs {
+        let to_id = input.to.id.text();
+        for spec in &input.types {
+            let target = (spec.association_category == AssociationCategory::HubspotDefined)
+                .then(|| kind.association_target(spec.association_type_id))
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "{} association type id {:?}/{} is not valid for {} objects",
+                        kind.label(),
+                        spec.association_category,
+                        spec.association_type_id,
+                        kind.path()
+                    )
+                })?;
+            let id = data_store
+                .table(target)
+                .resolve(&to_id, IdProperty::RecordId)
+                .ok_or_else(|| {
+                    format!(
+                        "Cannot create association: {} {to_id} does not exist",
+                        target.error_name()
+                    )
+                })?;
+            links.push(Association {
+                to: target,
+                id,
+                type_id: spec.association_type_id,
+            });
+        }
+    }
+    Ok(links)
+}
+
 /// `POST …/batch/create` (201). A unique value already taken, by a stored record or
 /// by an earlier input of the same batch, fails the whole batch with HubSpot's 409
 /// `CONFLICT` naming the first one, and nothing is written; an invalid property
-/// value fails only its input (207).
+/// value, a missing required one or an invalid association fails only its input (207).
 fn batch_create(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let started = Utc::now();
     let request: CreateRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
+    let (results, errors) = create_records(state, kind, request.inputs)?;
+    Ok(BatchResponse::respond(
+        StatusCode::CREATED,
+        results,
+        errors,
+        started,
+    ))
+}
+
+/// `POST /crm/v3/objects/{type}` (201): one input, whose failure is the whole answer.
+fn create_single(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    let input: CreateInput = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    let (mut results, mut errors) = create_records(state, kind, vec![input])?;
+    match (results.pop(), errors.pop()) {
+        (Some(result), _) => Ok((StatusCode::CREATED, axum::Json(result)).into_response()),
+        (None, Some(error)) => Err(single_error(error)),
+        (None, None) => Err(ApiError::Injected(500)),
+    }
+}
+
+/// A per-record error as the whole answer of a single-object endpoint.
+fn single_error(error: StandardError) -> ApiError {
+    match error.category {
+        "OBJECT_NOT_FOUND" => ApiError::ObjectNotFound(
+            error
+                .context
+                .get("ids")
+                .and_then(|ids| ids.first())
+                .cloned()
+                .unwrap_or_default(),
+        ),
+        "INTERNAL_ERROR" => ApiError::Injected(500),
+        _ => ApiError::Validation(error.message),
+    }
+}
+
+/// `PATCH /crm/v3/objects/{type}/{id}` (`?idProperty=`): one update.
+fn update_single(
+    state: &Shared,
+    kind: ObjectType,
+    id: &str,
+    query: QueryPairs,
+    body: &[u8],
+) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    struct Input {
+        properties: BTreeMap<String, String>,
+    }
+    let pairs = query_pairs(query)?;
+    let id_property_name = pairs
+        .iter()
+        .rev()
+        .find(|(name, _)| name == "idProperty")
+        .map(|(_, value)| value.as_str());
+    let by = id_property(kind, id_property_name, "update")?;
+    let input: Input = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
     let mut data = state.lock();
-    let Data { store, owners, .. } = &mut *data;
-    let table = store.table_mut(kind);
+    let Data {
+        store,
+        owners,
+        faults,
+        stats,
+        ..
+    } = &mut *data;
+    if let Some(error) = injected_failure(faults, stats, vec![id.to_owned()]) {
+        return Err(single_error(error));
+    }
+    let input = WriteInput {
+        id: id.to_owned(),
+        id_property: None,
+        properties: input.properties,
+        object_write_trace_id: None,
+    };
+    match update_one(kind, store.table_mut(kind), owners, by, input, Utc::now()) {
+        Ok(result) => {
+            data.stats.records_written += 1;
+            Ok(axum::Json(result).into_response())
+        }
+        Err(error) if error.category == "CONFLICT" => Err(ApiError::Conflict {
+            label: kind.label(),
+            existing: error
+                .message
+                .rsplit(' ')
+                .next()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_default(),
+        }),
+        Err(error) => Err(single_error(*error)),
+    }
+}
+
+/// `DELETE /crm/v3/objects/{type}/{id}`: 204, whether or not there was such a record.
+fn archive_single(state: &Shared, kind: ObjectType, id: &str) -> Response {
+    let mut data = state.lock();
+    let table = data.store.table_mut(kind);
+    if let Some(found) = table.resolve(id, IdProperty::RecordId)
+        && table.archive(found, Utc::now())
+    {
+        data.stats.records_written += 1;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// Validates and creates `inputs` (see [`batch_create`]): the created records and the per-input errors.
+fn create_records(
+    state: &Shared,
+    kind: ObjectType,
+    inputs: Vec<CreateInput>,
+) -> Result<(Vec<ObjectResult>, Vec<StandardError>), ApiError> {
+    let request = CreateRequest { inputs };
+    let mut data = state.lock();
+    let Data {
+        store,
+        owners,
+        faults,
+        stats,
+        ..
+    } = &mut *data;
 
     // Check everything before writing anything, so a conflict leaves the store as it was.
+    let table = store.table(kind);
     let mut next_id = table.next_id();
     let mut taken_in_batch: HashMap<(&'static str, String), u64> = HashMap::new();
     let mut planned = Vec::with_capacity(request.inputs.len());
     for input in request.inputs {
-        let problems = invalid_properties(&input.properties, owners);
-        if !problems.is_empty() {
-            // Nothing names a record yet; the email, when given, is what a client can match on.
-            let email = input.properties.get("email").map(String::as_str);
-            let mut error = StandardError::invalid_properties(email.unwrap_or_default(), &problems);
-            if email.is_none() {
-                error.context.insert("ids", Vec::new());
-            }
+        // Nothing names a record yet; the email, when given, is what a client can match on.
+        let email = input.properties.get("email").cloned();
+        let ids = || email.iter().cloned().collect::<Vec<_>>();
+        if let Some(error) = injected_failure(faults, stats, ids()) {
             planned.push(Err(error));
             continue;
         }
+        let problems = invalid_for_create(kind, &input.properties, owners);
+        if !problems.is_empty() {
+            let mut error =
+                StandardError::invalid_properties(email.as_deref().unwrap_or_default(), &problems);
+            error.context.insert("ids", ids());
+            planned.push(Err(error));
+            continue;
+        }
+        let links = match resolve_associations(kind, store, &input.associations) {
+            Ok(links) => links,
+            Err(message) => {
+                planned.push(Err(StandardError::new("VALIDATION_ERROR", message, ids())));
+                continue;
+            }
+        };
+        let table = store.table(kind);
         if let Some((_, existing)) = table.unique_conflict(None, &input.properties) {
             return Err(ApiError::Conflict {
                 label: kind.label(),
@@ -462,29 +668,28 @@ fn batch_create(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
             taken_in_batch.insert(key, next_id);
         }
         next_id += 1;
-        planned.push(Ok(input));
+        planned.push(Ok((input, links)));
     }
 
+    let table = store.table_mut(kind);
     let now = Utc::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
     for plan in planned {
         match plan {
-            Ok(input) => {
-                let record = table.create(&input.properties, now);
-                results.push(ObjectResult::written(record, input.object_write_trace_id));
+            Ok((input, links)) => {
+                let id = table.create(&input.properties, now).id;
+                table.associate(id, &links);
+                if let Some(record) = table.get(id) {
+                    results.push(ObjectResult::written(record, input.object_write_trace_id));
+                }
             }
             Err(error) => errors.push(error),
         }
     }
     data.stats.records_written += results.len() as u64;
     drop(data);
-    Ok(BatchResponse::respond(
-        StatusCode::CREATED,
-        results,
-        errors,
-        started,
-    ))
+    Ok((results, errors))
 }
 
 /// `BatchInputSimplePublicObjectId`, as archive takes it.
@@ -522,6 +727,22 @@ fn batch_archive(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respon
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// A per-record failure injected by [`super::super::Faults::partial_failure_rate`], counted.
+pub(super) fn injected_failure(
+    faults: &mut FaultState,
+    stats: &mut SandboxStats,
+    ids: Vec<String>,
+) -> Option<StandardError> {
+    let category = faults.partial_failure()?;
+    stats.faults.partial += 1;
+    let message = if category == "INTERNAL_ERROR" {
+        "An internal error occurred while processing this input. Please try again."
+    } else {
+        "Property values were not valid: []"
+    };
+    Some(StandardError::new(category, message.to_owned(), ids))
+}
+
 fn not_found_one(id: &str) -> Box<StandardError> {
     Box::new(StandardError::new(
         "OBJECT_NOT_FOUND",
@@ -540,23 +761,100 @@ fn conflict_one(kind: ObjectType, holder: u64, id: &str) -> Box<StandardError> {
 
 /// Every property value of one input that HubSpot would refuse.
 fn invalid_properties(
+    kind: ObjectType,
     properties: &BTreeMap<String, String>,
     owners: &[Owner],
 ) -> Vec<PropertyError> {
     properties
         .iter()
-        .filter_map(|(name, value)| check_property(name, value, owners))
+        .filter_map(|(name, value)| check_property(kind, name, value, owners))
         .collect()
 }
 
+/// [`invalid_properties`] plus the properties a create must set.
+fn invalid_for_create(
+    kind: ObjectType,
+    properties: &BTreeMap<String, String>,
+    owners: &[Owner],
+) -> Vec<PropertyError> {
+    let mut problems = invalid_properties(kind, properties, owners);
+    for required in kind.required_properties() {
+        if properties
+            .get(*required)
+            .is_none_or(|v| v.trim().is_empty())
+        {
+            problems.push(PropertyError::new(
+                required,
+                "REQUIRED_FIELD",
+                format!("{required} is required"),
+            ));
+        }
+    }
+    problems
+}
+
+/// The allowed values of an enumeration property, for the types that have it.
+fn options(kind: ObjectType, name: &str) -> Option<&'static [&'static str]> {
+    match (kind, name) {
+        (ObjectType::Tasks, "hs_task_status") => Some(&[
+            "NOT_STARTED",
+            "IN_PROGRESS",
+            "WAITING",
+            "COMPLETED",
+            "DEFERRED",
+        ]),
+        (ObjectType::Tasks, "hs_task_priority") => Some(&["NONE", "LOW", "MEDIUM", "HIGH"]),
+        (ObjectType::Tasks, "hs_task_type") => Some(&[
+            "CALL",
+            "EMAIL",
+            "LINKED_IN",
+            "MEETING",
+            "LINKED_IN_CONNECT",
+            "LINKED_IN_MESSAGE",
+            "TODO",
+        ]),
+        _ => None,
+    }
+}
+
+/// A datetime property value: milliseconds since the epoch, RFC 3339, or a plain date.
+fn valid_datetime(value: &str) -> bool {
+    let value = value.trim();
+    value.parse::<i64>().is_ok()
+        || DateTime::parse_from_rfc3339(value).is_ok()
+        || chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").is_ok()
+}
+
 /// HubSpot's per-property checks: the value's format, and that an owner exists and is active.
-fn check_property(name: &str, value: &str, owners: &[Owner]) -> Option<PropertyError> {
+fn check_property(
+    kind: ObjectType,
+    name: &str,
+    value: &str,
+    owners: &[Owner],
+) -> Option<PropertyError> {
     // An empty value clears the property, so there is nothing to check.
     if value.is_empty() {
         return None;
     }
+    if let Some(allowed) = options(kind, name)
+        && !allowed.contains(&value)
+    {
+        return Some(PropertyError::new(
+            name,
+            "INVALID_OPTION",
+            format!(
+                "{value} was not one of the allowed options: [{}]",
+                allowed.join(", ")
+            ),
+        ));
+    }
     match name {
-        "email" if !valid_email(value) => Some(PropertyError::new(
+        "hs_timestamp" if !valid_datetime(value) => Some(PropertyError::new(
+            name,
+            "INVALID_DATE",
+            format!("{value} is not a valid datetime (ISO 8601 or milliseconds since the epoch)"),
+        )),
+        "email" if kind == ObjectType::Contacts && !valid_email(value) => Some(PropertyError::new(
             name,
             "INVALID_EMAIL",
             format!("Email address {value} is invalid"),
@@ -779,12 +1077,16 @@ fn read_one(
 }
 
 /// The requested properties that have values, plus the ones HubSpot always returns.
-fn object_result(kind: ObjectType, record: &Record, requested: &[String]) -> ObjectResult {
+pub(super) fn object_result(
+    kind: ObjectType,
+    record: &Record,
+    requested: &[String],
+) -> ObjectResult {
     let wanted = |name: &str| {
         if requested.is_empty() {
             kind.default_properties().contains(&name)
         } else {
-            SYSTEM_PROPERTIES.contains(&name) || requested.iter().any(|r| r == name)
+            kind.system_properties().contains(&name) || requested.iter().any(|r| r == name)
         }
     };
     ObjectResult {
