@@ -263,15 +263,13 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
         },
         None => project.syncs().collect(),
     };
-    // A crash leaves runs `running`; a live daemon's runs look the same and are left alone.
-    let mut recover = !dry_run;
-    if recover && let Some(url) = crate::scheduler::daemon::running_daemon(dir).await {
-        tracing::warn!(
-            "a daemon serves this project at {url}: its runs in progress are left alone"
-        );
-        recover = false;
+    // A live daemon owns this project's runs: one run of a sync at a time, so the
+    // run is handed to it rather than started beside it.
+    if !dry_run && let Some(url) = crate::scheduler::daemon::running_daemon(dir).await {
+        let names: Vec<String> = selected.iter().map(|(_, s)| s.name.clone()).collect();
+        return run_via_daemon(&url, &names, args).await;
     }
-    let state = match open_state(&project, recover).await {
+    let state = match open_state(&project, !dry_run).await {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {}", report::term_safe(&e));
@@ -343,6 +341,152 @@ pub async fn run_named(
 }
 
 /// The summary of a run that failed before it was recorded.
+/// Triggers each sync on the daemon at `url` and waits for its run, printing it like a local one.
+async fn run_via_daemon(url: &str, names: &[String], args: &RunArgs) -> u8 {
+    crate::connectors::http::install_crypto_provider();
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let token = std::env::var(crate::server::TOKEN_ENV)
+        .ok()
+        .filter(|t| !t.is_empty());
+    let auth = |r: reqwest::RequestBuilder| match &token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    eprintln!("a daemon serves this project at {url}: running through it");
+    let mut code = EXIT_OK;
+    for name in names {
+        let summary = match daemon_run(&client, &auth, url, name, args.full).await {
+            Ok(s) => s,
+            Err(e) => failed_summary(name, &e),
+        };
+        if matches!(
+            summary.status.as_str(),
+            "failed" | "rejections" | "interrupted"
+        ) {
+            code = EXIT_RUN_FAILED;
+        }
+        if args.json {
+            println!("{}", report::json_line(&summary));
+        } else {
+            print!("{}", report::human(&summary));
+        }
+    }
+    code
+}
+
+async fn daemon_run(
+    client: &reqwest::Client,
+    auth: &dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    url: &str,
+    name: &str,
+    full: bool,
+) -> Result<Summary, String> {
+    let get_json = |resp: reqwest::Response| async move {
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("daemon answered HTTP {status}: {e}"))?;
+        Ok::<_, String>((status, body))
+    };
+    let run_id = loop {
+        let resp = auth(client.post(format!("{url}/api/syncs/{name}/trigger")))
+            .json(&serde_json::json!({ "full": full }))
+            .send()
+            .await
+            .map_err(|e| format!("daemon at {url}: {e}"))?;
+        let (status, body) = get_json(resp).await?;
+        match status.as_u16() {
+            202 | 200 => break body["run_id"].as_i64().ok_or("daemon gave no run id")?,
+            // Already running: wait for that run, then start ours so it sees every change.
+            409 => {
+                if let Some(busy) = body["run_id"].as_i64() {
+                    wait_for_run(client, auth, url, busy).await?;
+                } else {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+            _ => {
+                return Err(format!(
+                    "daemon refused the trigger (HTTP {status}): {}",
+                    body["error"].as_str().unwrap_or_default()
+                ));
+            }
+        }
+    };
+    let run = wait_for_run(client, auth, url, run_id).await?;
+    let counts = &run["counts"];
+    let n = |k: &str| counts[k].as_u64().unwrap_or(0);
+    let rejections = run["rejections"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| serde_json::from_value(r.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Summary {
+        sync: name.to_string(),
+        run_id: Some(run_id),
+        status: run["status"].as_str().unwrap_or("failed").to_string(),
+        added: n("added"),
+        changed: n("changed"),
+        removed: n("removed"),
+        unchanged: n("unchanged"),
+        invalid: n("invalid"),
+        rejected: n("rejected"),
+        unsent: 0,
+        api_calls: n("api_calls"),
+        throttled: n("throttled"),
+        requests_planned: 0,
+        duration_ms: (run["finished_at_ms"].as_i64().unwrap_or(0)
+            - run["started_at_ms"].as_i64().unwrap_or(0))
+        .max(0) as u64,
+        error: run["error"].as_str().map(str::to_string),
+        sample: Vec::new(),
+        rejections,
+    })
+}
+
+/// Polls `GET /api/runs/{id}` until the run is no longer running.
+async fn wait_for_run(
+    client: &reqwest::Client,
+    auth: &dyn Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    url: &str,
+    id: i64,
+) -> Result<serde_json::Value, String> {
+    loop {
+        let resp = auth(client.get(format!("{url}/api/runs/{id}")))
+            .send()
+            .await
+            .map_err(|e| format!("daemon at {url}: {e}"))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| format!("daemon answered HTTP {status}: {e}"))?;
+        if !status.is_success() {
+            return Err(format!(
+                "run {id}: HTTP {status}: {}",
+                body["error"].as_str().unwrap_or_default()
+            ));
+        }
+        if body["status"] != "running" {
+            return Ok(body);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+}
+
 pub fn failed_summary(sync: &str, error: &str) -> Summary {
     Summary {
         sync: sync.to_string(),

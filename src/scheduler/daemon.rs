@@ -473,6 +473,7 @@ pub async fn running_daemon(dir: &Path) -> Option<String> {
         .get("url")?
         .as_str()?
         .to_string();
+    crate::connectors::http::install_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))
         .build()

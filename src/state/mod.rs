@@ -74,7 +74,7 @@ pub struct Accepted {
 }
 
 /// A row the destination refused (or never answered for); its old fingerprint stays.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Rejection {
     pub key: String,
     /// e.g. HubSpot's `category` (`VALIDATION_ERROR`), or [`INVALID_KEY`] for rows handoff itself refused.

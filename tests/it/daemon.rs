@@ -407,3 +407,33 @@ fn a_public_address_without_a_token_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("set HANDOFF_API_TOKEN"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_sync_while_the_daemon_runs_goes_through_the_daemon() {
+    let f = Fixture::new(&leads(30)).await;
+    let d = Daemon::start(&f, "cli-through-daemon").await;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_handoff"));
+    cmd.arg("--project")
+        .arg(f.path())
+        .args(["sync", "leads", "--json"])
+        .env_remove("HANDOFF_STATE_URL")
+        .env("HANDOFF_API_TOKEN", API_TOKEN);
+    for (k, v) in f.env() {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().await.expect("handoff sync runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(stderr.contains("running through it"), "{stderr}");
+    let line: Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+    assert_eq!(
+        (line["added"].as_u64(), line["status"].as_str()),
+        (Some(30), Some("ok"))
+    );
+    // The daemon ran it: its last run is the one the CLI printed.
+    let syncs = d.json("/api/syncs").await;
+    assert_eq!(syncs[0]["last_run"]["id"], line["run_id"]);
+    assert_eq!(f.records_written().await, 30);
+    let (code, logs) = d.terminate().await;
+    assert_eq!(code, 0, "{logs}");
+}
