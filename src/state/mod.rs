@@ -94,6 +94,17 @@ pub struct BatchOutcome {
     pub throttled: u64,
 }
 
+impl BatchOutcome {
+    /// Folds another batch's outcome into this one, to commit both in one transaction.
+    pub fn merge(&mut self, other: BatchOutcome) {
+        self.accepted.extend(other.accepted);
+        self.removed.extend(other.removed);
+        self.rejected.extend(other.rejected);
+        self.api_calls += other.api_calls;
+        self.throttled += other.throttled;
+    }
+}
+
 /// Final counts of a run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RunCounts {

@@ -403,7 +403,25 @@ async fn send(
         Ok::<(), SyncError>(())
     };
 
+    // Commits run beside the requests, so a slow state store never holds up the
+    // next request; batches that finish during a commit share the next transaction.
+    let (commit_tx, mut commit_rx) = tokio::sync::mpsc::unbounded_channel::<BatchOutcome>();
+    let committer = async {
+        let mut error: Option<String> = None;
+        while let Some(mut merged) = commit_rx.recv().await {
+            while let Ok(more) = commit_rx.try_recv() {
+                merged.merge(more);
+            }
+            if let Err(e) = state.commit_batch(run_id, &sync.name, &merged).await {
+                tracing::error!(sync = %sync.name, run_id, "state commit failed: {e}");
+                error.get_or_insert_with(|| format!("state commit failed: {e}"));
+            }
+        }
+        error
+    };
+
     let consume = async {
+        let commit_tx = commit_tx;
         let mut failure: Option<ConnectorError> = None;
         let halt = &halt;
         let mut results = tokio_stream_from(rx)
@@ -449,7 +467,8 @@ async fn send(
                 Some(Ok(report)) => {
                     done += job.len();
                     let outcome = to_outcome(&job, &report, summary);
-                    commit(state, run_id, &sync.name, &outcome, summary).await;
+                    // The committer only stops after this loop ends.
+                    let _ = commit_tx.send(outcome);
                 }
                 Some(Err(e)) => {
                     let (calls, throttled) = e.counts();
@@ -464,8 +483,12 @@ async fn send(
         failure
     };
 
-    let (produced, failure) = tokio::join!(produce, consume);
+    let (produced, failure, commit_error) = tokio::join!(produce, consume, committer);
     summary.unsent = (total - done) as u64;
+    if let Some(e) = commit_error {
+        // Those rows keep their old fingerprints: the next run resends them (upserts are idempotent).
+        summary.error.get_or_insert(e);
+    }
     if let Some(e) = failure {
         return Err(e);
     }
