@@ -284,16 +284,8 @@ async fn run_syncs(dir: &Path, args: &RunArgs, dry_run: bool) -> u8 {
     let names: Vec<String> = selected.iter().map(|(_, s)| s.name.clone()).collect();
     let mut code = EXIT_OK;
     let result = run_named(&project, &ctx, &state, &names, opts, |summary| {
-        if matches!(
-            summary.status.as_str(),
-            "failed" | "rejections" | "interrupted"
-        ) {
+        if print_summary(summary, args.json) {
             code = EXIT_RUN_FAILED;
-        }
-        if args.json {
-            println!("{}", report::json_line(summary));
-        } else {
-            print!("{}", report::human(summary));
         }
     })
     .await;
@@ -341,6 +333,19 @@ pub async fn run_named(
 }
 
 /// The summary of a run that failed before it was recorded.
+/// Prints a run as JSON Lines or for people; true when it should make the exit code 1.
+fn print_summary(summary: &Summary, json: bool) -> bool {
+    if json {
+        println!("{}", report::json_line(summary));
+    } else {
+        print!("{}", report::human(summary));
+    }
+    matches!(
+        summary.status.as_str(),
+        "failed" | "rejections" | "interrupted"
+    )
+}
+
 /// Triggers each sync on the daemon at `url` and waits for its run, printing it like a local one.
 async fn run_via_daemon(url: &str, names: &[String], args: &RunArgs) -> u8 {
     crate::connectors::http::install_crypto_provider();
@@ -368,16 +373,8 @@ async fn run_via_daemon(url: &str, names: &[String], args: &RunArgs) -> u8 {
             Ok(s) => s,
             Err(e) => failed_summary(name, &e),
         };
-        if matches!(
-            summary.status.as_str(),
-            "failed" | "rejections" | "interrupted"
-        ) {
+        if print_summary(&summary, args.json) {
             code = EXIT_RUN_FAILED;
-        }
-        if args.json {
-            println!("{}", report::json_line(&summary));
-        } else {
-            print!("{}", report::human(&summary));
         }
     }
     code
