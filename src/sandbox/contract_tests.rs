@@ -22,7 +22,7 @@ const OWNER: &str = "/crm/v3/owners/{ownerId}";
 fn specs() -> Option<Specs> {
     let dir = hubspot_spec_dir();
     if !dir.is_dir() {
-        println!("skipped: ../shared/api/hubspot not found");
+        crate::test_support::skipped("../shared/api/hubspot not found");
         return None;
     }
     Some(Specs {
@@ -540,7 +540,7 @@ async fn auth_and_rate_limit_errors_match_the_spec() {
 fn specs_use_only_keywords_the_validator_understands() {
     let dir = hubspot_spec_dir();
     if !dir.is_dir() {
-        println!("skipped: ../shared/api/hubspot not found");
+        crate::test_support::skipped("../shared/api/hubspot not found");
         return;
     }
     let mut files: Vec<_> = std::fs::read_dir(&dir)

@@ -36,7 +36,9 @@ where
     Fut: Future<Output = ()>,
 {
     let Ok(base) = std::env::var("HANDOFF_TEST_POSTGRES_URL") else {
-        println!("skipped: HANDOFF_TEST_POSTGRES_URL not set");
+        crate::test_support::skipped(
+            "HANDOFF_TEST_POSTGRES_URL not set (the Postgres variant of this state test did not run)",
+        );
         return;
     };
     // Per test and per process, so parallel tests and parallel `cargo test`s never meet.
