@@ -225,9 +225,27 @@ fn keyed_inputs(
     Ok(keyed)
 }
 
-fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+/// Writes one keyed input of a batch: an upsert or an update.
+type WriteOne<R> = fn(
+    ObjectType,
+    &mut Table,
+    &[Owner],
+    IdProperty,
+    WriteInput,
+    DateTime<Utc>,
+) -> Result<R, Box<StandardError>>;
+
+/// Applies a batch of keyed inputs in order and independently: one bad record
+/// does not hold back the rest.
+fn apply_keyed<R: Serialize>(
+    state: &Shared,
+    kind: ObjectType,
+    body: &[u8],
+    action: &str,
+    write: WriteOne<R>,
+) -> Result<Response, ApiError> {
     let started = Utc::now();
-    let keyed = keyed_inputs(kind, body, "update/upsert")?;
+    let keyed = keyed_inputs(kind, body, action)?;
     let mut data = state.lock();
     let Data {
         store,
@@ -240,13 +258,12 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
     let now = Utc::now();
     let mut results = Vec::new();
     let mut errors = Vec::new();
-    // Inputs apply in order and independently: one bad record does not hold back the rest.
     for (by, input) in keyed {
         if let Some(error) = injected_failure(faults, stats, vec![input.id.clone()]) {
             errors.push(error);
             continue;
         }
-        match upsert_one(kind, table, owners, by, input, now) {
+        match write(kind, table, owners, by, input, now) {
             Ok(result) => results.push(result),
             Err(error) => errors.push(*error),
         }
@@ -259,6 +276,10 @@ fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respons
         errors,
         started,
     ))
+}
+
+fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    apply_keyed(state, kind, body, "update/upsert", upsert_one)
 }
 
 fn upsert_one(
@@ -323,38 +344,7 @@ fn upsert_one(
 /// `POST …/batch/update`: like upsert, but an input whose record does not exist is a
 /// per-record `OBJECT_NOT_FOUND` instead of a create.
 fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    let started = Utc::now();
-    let keyed = keyed_inputs(kind, body, "update")?;
-    let mut data = state.lock();
-    let Data {
-        store,
-        owners,
-        faults,
-        stats,
-        ..
-    } = &mut *data;
-    let table = store.table_mut(kind);
-    let now = Utc::now();
-    let mut results = Vec::new();
-    let mut errors = Vec::new();
-    for (by, input) in keyed {
-        if let Some(error) = injected_failure(faults, stats, vec![input.id.clone()]) {
-            errors.push(error);
-            continue;
-        }
-        match update_one(kind, table, owners, by, input, now) {
-            Ok(result) => results.push(result),
-            Err(error) => errors.push(*error),
-        }
-    }
-    data.stats.records_written += results.len() as u64;
-    drop(data);
-    Ok(BatchResponse::respond(
-        StatusCode::OK,
-        results,
-        errors,
-        started,
-    ))
+    apply_keyed(state, kind, body, "update", update_one)
 }
 
 fn update_one(
