@@ -126,6 +126,11 @@ pub struct SandboxArgs {
     /// Accept only the token in this environment variable (default: any token).
     #[arg(long)]
     pub token_env: Option<String>,
+    /// Start with the owners, contacts and companies in this JSON file
+    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}]}`; without
+    /// `owners`, the demo's owners are kept).
+    #[arg(long)]
+    pub seed: Option<PathBuf>,
 }
 
 /// Parses arguments and runs; returns the process exit code.
@@ -517,7 +522,18 @@ async fn serve_sandbox(a: SandboxArgs) -> u8 {
         },
         None => None,
     };
+    let seed = match &a.seed {
+        Some(path) => match sandbox::Seed::from_file(path) {
+            Ok(seed) => seed,
+            Err(e) => {
+                eprintln!("error: --seed {}", report::term_safe(&e));
+                return EXIT_USAGE;
+            }
+        },
+        None => sandbox::Seed::demo(),
+    };
     let config = sandbox::SandboxConfig {
+        seed,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], a.port)),
         burst_per_10s: a.burst_per_10s,
         daily_limit: a.daily_limit,

@@ -130,12 +130,31 @@ impl SandboxConfig {
 }
 
 /// The data a sandbox starts with. `Seed::default()` is empty; [`SandboxConfig::default`] uses [`Seed::demo`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Seed {
     /// Owners served by `/crm/v3/owners`; archived ones cannot be assigned.
+    /// A seed file without `owners` keeps the demo's.
+    #[serde(default = "demo_owners")]
     pub owners: Vec<Owner>,
     /// Contacts that exist before the first request, as property maps.
+    #[serde(default)]
     pub contacts: Vec<BTreeMap<String, String>>,
+    /// Companies (accounts) that exist before the first request, as property maps.
+    #[serde(default)]
+    pub companies: Vec<BTreeMap<String, String>>,
+}
+
+fn demo_owners() -> Vec<Owner> {
+    Seed::demo().owners
+}
+
+impl Seed {
+    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}]}`.
+    pub fn from_file(path: &std::path::Path) -> Result<Seed, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
 }
 
 impl Seed {
@@ -176,6 +195,7 @@ impl Seed {
         Seed {
             owners,
             contacts: Vec::new(),
+            companies: Vec::new(),
         }
     }
 }
@@ -428,6 +448,10 @@ impl Data {
         let contacts = store.table_mut(ObjectType::Contacts);
         for properties in &config.seed.contacts {
             contacts.create(properties, now);
+        }
+        let companies = store.table_mut(ObjectType::Companies);
+        for properties in &config.seed.companies {
+            companies.create(properties, now);
         }
         Data {
             store,

@@ -1041,3 +1041,40 @@ async fn archive_hides_records_from_reads_and_writes() {
     let stats = h.stats().await;
     assert_eq!(stats.count(&format!("POST {ARCHIVE}"), 204), 2);
 }
+
+#[tokio::test]
+async fn a_seed_file_sets_owners_contacts_and_companies() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("seed.json");
+    std::fs::write(
+        &path,
+        r#"{"contacts": [{"email": "known@acme.example", "firstname": "Known"}],
+            "companies": [{"domain": "acme.example", "name": "Acme"}]}"#,
+    )
+    .expect("write seed");
+    let seed = Seed::from_file(&path).expect("seed parses");
+    assert_eq!(
+        seed.owners,
+        Seed::demo().owners,
+        "owners default to the demo's"
+    );
+    let h = Harness::with(SandboxConfig {
+        seed,
+        ..SandboxConfig::ephemeral()
+    })
+    .await;
+    let contacts = h.inspect("/_sandbox/contacts").await;
+    assert_eq!(
+        contacts["results"][0]["properties"]["email"],
+        "known@acme.example"
+    );
+    let companies = h.inspect("/_sandbox/companies").await;
+    assert_eq!(
+        companies["results"][0]["properties"]["domain"],
+        "acme.example"
+    );
+
+    std::fs::write(&path, r#"{"contacts": [], "accounts": []}"#).expect("write");
+    let err = Seed::from_file(&path).expect_err("unknown keys are refused");
+    assert!(err.contains("accounts"), "{err}");
+}
