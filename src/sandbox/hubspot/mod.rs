@@ -193,6 +193,26 @@ fn rate_limit_headers(headers: &mut HeaderMap, quota: &Quota) {
     }
 }
 
+/// HubSpot's forward paging (`ForwardPaging`): where the next page starts.
+#[derive(Debug, serde::Serialize)]
+struct Paging {
+    next: NextPage,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct NextPage {
+    after: String,
+    link: String,
+}
+
+impl Paging {
+    fn next(link: String, after: String) -> Paging {
+        Paging {
+            next: NextPage { after, link },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

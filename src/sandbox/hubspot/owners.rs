@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::super::errors::ApiError;
 use super::super::store::timestamp;
 use super::super::{Owner, OwnerTeam, Shared};
+use super::Paging;
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 500;
@@ -64,17 +65,6 @@ struct OwnerPage<'a> {
     results: Vec<PublicOwner<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     paging: Option<Paging>,
-}
-
-#[derive(Debug, Serialize)]
-struct Paging {
-    next: NextPage,
-}
-
-#[derive(Debug, Serialize)]
-struct NextPage {
-    after: String,
-    link: String,
 }
 
 #[derive(Debug, Default)]
@@ -155,12 +145,7 @@ async fn list(
     let end = query.offset.saturating_add(limit);
     let paging = (end < matching.len()).then(|| {
         let after = end.to_string();
-        Paging {
-            next: NextPage {
-                link: next_link(&headers, &query, limit, &after),
-                after,
-            },
-        }
+        Paging::next(next_link(&headers, &query, limit, &after), after)
     });
     let page = OwnerPage {
         results: matching

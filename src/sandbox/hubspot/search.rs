@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::super::Shared;
 use super::super::errors::{ApiError, invalid_json};
 use super::super::store::{ObjectType, Record};
+use super::Paging;
 use super::objects::{ObjectResult, object_result};
 
 /// HubSpot's largest page.
@@ -131,17 +132,6 @@ struct SearchResponse {
     paging: Option<Paging>,
 }
 
-#[derive(Debug, Serialize)]
-struct Paging {
-    next: NextPage,
-}
-
-#[derive(Debug, Serialize)]
-struct NextPage {
-    after: String,
-    link: String,
-}
-
 fn search(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let request: SearchRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SearchRequest::default()
@@ -233,12 +223,8 @@ fn search(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, Api
     drop(data);
     let next = offset + results.len();
     // No next page past the cap, even when more records match.
-    let paging = (next < total && next < MAX_RESULTS && !results.is_empty()).then(|| Paging {
-        next: NextPage {
-            after: next.to_string(),
-            link: format!("?after={next}"),
-        },
-    });
+    let paging = (next < total && next < MAX_RESULTS && !results.is_empty())
+        .then(|| Paging::next(format!("?after={next}"), next.to_string()));
     Ok(axum::Json(SearchResponse {
         total,
         results,
