@@ -347,7 +347,7 @@ fn print_summary(summary: &Summary, json: bool) -> bool {
     }
     matches!(
         summary.status.as_str(),
-        "failed" | "rejections" | "interrupted"
+        "failed" | "rejections" | "interrupted" | "paused"
     )
 }
 
@@ -449,6 +449,9 @@ async fn daemon_run(
         unsent: 0,
         api_calls: n("api_calls"),
         throttled: n("throttled"),
+        tasks_created: n("tasks_created"),
+        tasks_pending: 0,
+        owners_kept: n("owners_kept"),
         requests_planned: 0,
         duration_ms: (run["finished_at_ms"].as_i64().unwrap_or(0)
             - run["started_at_ms"].as_i64().unwrap_or(0))
@@ -503,6 +506,9 @@ pub fn failed_summary(sync: &str, error: &str) -> Summary {
         unsent: 0,
         api_calls: 0,
         throttled: 0,
+        tasks_created: 0,
+        tasks_pending: 0,
+        owners_kept: 0,
         requests_planned: 0,
         duration_ms: 0,
         error: Some(error.to_string()),

@@ -1,14 +1,13 @@
 //! HTTP plumbing shared by connectors: rate limit → request with timeout → retry decisions, in one place.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 
+use super::budget::Budget;
 use crate::project::Secret;
 
 /// The client could not be built.
@@ -26,11 +25,17 @@ pub struct Response {
 /// A request that failed for good.
 #[derive(Debug, Clone)]
 pub enum Failure {
-    /// Retries exhausted on 429/5xx/timeouts, or a limit that will not clear soon.
+    /// Retries exhausted on 429/5xx/timeouts.
     GaveUp { message: String },
+    /// A request that is not safe to repeat got no clear answer: it may have been applied.
+    Ambiguous { message: String },
+    /// The account's daily budget is spent; nothing more goes out until `until`.
+    DailyLimit {
+        until: chrono::DateTime<chrono::Utc>,
+    },
 }
 
-/// The result of [`Client::post_json`]: the response or failure, plus what it cost.
+/// The result of [`Client::send`]: the response or failure, plus what it cost.
 #[derive(Debug)]
 pub struct Sent {
     pub result: Result<Response, Failure>,
@@ -123,10 +128,10 @@ impl RequestStats {
 /// A rate-limited, retrying JSON client for one CRM account.
 pub struct Client {
     http: reqwest::Client,
-    limiter: DefaultDirectRateLimiter,
+    budget: Arc<Budget>,
     retry: RetryPolicy,
     token: Secret,
-    stats: std::sync::Arc<RequestStats>,
+    stats: Arc<RequestStats>,
 }
 
 static TLS_PROVIDER: Once = Once::new();
@@ -139,13 +144,53 @@ pub fn install_crypto_provider() {
     });
 }
 
+/// One request to make.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub body: Option<&'a serde_json::Value>,
+    /// Counts against the search budget as well.
+    pub search: bool,
+    /// Safe to send twice. A request that is not (creating a task) is retried only when it
+    /// surely did not apply (429, no connection); otherwise it fails as [`Failure::Ambiguous`].
+    pub idempotent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+}
+
+impl<'a> Request<'a> {
+    /// An idempotent POST of JSON (batch upsert, update, read, archive).
+    pub fn post(url: &'a str, body: &'a serde_json::Value) -> Self {
+        Request {
+            method: Method::Post,
+            url,
+            body: Some(body),
+            search: false,
+            idempotent: true,
+        }
+    }
+
+    pub fn get(url: &'a str) -> Self {
+        Request {
+            method: Method::Get,
+            url,
+            body: None,
+            search: false,
+            idempotent: true,
+        }
+    }
+}
+
 impl Client {
-    /// `requests` per `per_secs`, spaced evenly: a rolling-window limit like HubSpot's
-    /// is never exceeded by a burst, and the whole budget is still used.
+    /// A client drawing on `budget`, which may be shared with other clients of the account.
     pub fn new(
         token: Secret,
-        requests: u32,
-        per_secs: u32,
+        budget: Arc<Budget>,
         timeout: Duration,
         retry: RetryPolicy,
     ) -> Result<Self, HttpError> {
@@ -156,114 +201,129 @@ impl Client {
             .user_agent(concat!("handoff/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError(e.to_string()))?;
-        // A 1% margin keeps clock skew between us and the server from tipping a window over.
-        let period = Duration::from_secs_f64(per_secs as f64 / requests.max(1) as f64 * 1.01);
-        let quota = Quota::with_period(period)
-            .ok_or_else(|| HttpError("rate limit period is zero".into()))?
-            .allow_burst(NonZeroU32::MIN);
         Ok(Client {
             http,
-            limiter: RateLimiter::direct(quota),
+            budget,
             retry,
             token,
-            stats: std::sync::Arc::default(),
+            stats: Arc::default(),
         })
     }
 
     /// The client's request counters; shared, so they can be read while it works.
-    pub fn stats(&self) -> std::sync::Arc<RequestStats> {
-        std::sync::Arc::clone(&self.stats)
+    pub fn stats(&self) -> Arc<RequestStats> {
+        Arc::clone(&self.stats)
     }
 
-    /// POSTs JSON, waiting for the rate limiter before every attempt and retrying
-    /// 429, 5xx, timeouts and connection failures. `classify_429` reads a 429 body.
+    /// The account's budget.
+    pub fn budget(&self) -> &Arc<Budget> {
+        &self.budget
+    }
+
+    /// POSTs JSON idempotently; see [`Client::send`].
     pub async fn post_json(
         &self,
         url: &str,
         body: &serde_json::Value,
         classify_429: impl Fn(&str) -> Throttle,
     ) -> Sent {
+        self.send(Request::post(url, body), classify_429).await
+    }
+
+    /// Sends, waiting for the budget before every attempt and retrying 429, 5xx,
+    /// timeouts and connection failures as far as the request allows.
+    /// `classify_429` reads a 429 body: some limits clear in seconds, some at midnight.
+    pub async fn send(&self, req: Request<'_>, classify_429: impl Fn(&str) -> Throttle) -> Sent {
         let mut api_calls = 0;
         let mut throttled = 0;
         let mut attempt = 0;
+        let done = |result, api_calls, throttled| Sent {
+            result,
+            api_calls,
+            throttled,
+        };
         loop {
-            self.limiter.until_ready().await;
+            if let Err(p) = self.budget.acquire(req.search).await {
+                return done(
+                    Err(Failure::DailyLimit { until: p.until }),
+                    api_calls,
+                    throttled,
+                );
+            }
             api_calls += 1;
-            let resp = self
-                .http
-                .post(url)
-                .bearer_auth(self.token.expose())
-                .json(body)
-                .send()
-                .await;
-            let (wait, why) = match resp {
+            let mut builder = match req.method {
+                Method::Get => self.http.get(req.url),
+                Method::Post => self.http.post(req.url),
+            }
+            .bearer_auth(self.token.expose());
+            if let Some(body) = req.body {
+                builder = builder.json(body);
+            }
+            // `applied_maybe`: the CRM may have acted on the request.
+            let (wait, why, applied_maybe) = match builder.send().await {
                 Ok(r) => {
                     let status = r.status().as_u16();
                     self.stats.count(&status.to_string());
                     self.stats.observe(r.headers());
+                    self.budget.observe(r.headers());
                     let retry_after = r
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(|v| v.trim().parse::<f64>().ok())
                         .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
-                    let text = match r.text().await {
-                        Ok(t) => t,
-                        Err(e) => {
-                            // The body was cut off: the request may or may not have applied; upserts are safe to resend.
-                            let why = format!("reading the response failed: {e}");
-                            if attempt >= self.retry.max_retries {
-                                return Sent {
-                                    result: Err(Failure::GaveUp { message: why }),
+                    match r.text().await {
+                        Err(e) => (None, format!("reading the response failed: {e}"), true),
+                        Ok(text) if status == 429 => {
+                            throttled += 1;
+                            if classify_429(&text) == Throttle::Stop {
+                                let p = self.budget.pause_for_the_day();
+                                return done(
+                                    Err(Failure::DailyLimit { until: p.until }),
                                     api_calls,
                                     throttled,
-                                };
+                                );
                             }
-                            attempt += 1;
-                            tokio::time::sleep(self.retry.backoff(attempt)).await;
-                            continue;
+                            // The window is full for every request of the account: hold them all.
+                            let wait =
+                                retry_after.unwrap_or_else(|| self.retry.backoff(attempt + 1));
+                            self.budget.hold(wait);
+                            (Some(wait), format!("HTTP 429: {}", text.trim()), false)
                         }
-                    };
-                    if status == 429 {
-                        throttled += 1;
-                        if classify_429(&text) == Throttle::Stop {
-                            return Sent {
-                                result: Err(Failure::GaveUp {
-                                    message: format!("HTTP 429: {}", text.trim()),
-                                }),
-                                api_calls,
-                                throttled,
-                            };
+                        Ok(text) if status >= 500 => {
+                            (retry_after, format!("HTTP {status}: {}", text.trim()), true)
                         }
-                        (retry_after, format!("HTTP 429: {}", text.trim()))
-                    } else if status >= 500 {
-                        (retry_after, format!("HTTP {status}: {}", text.trim()))
-                    } else {
-                        return Sent {
-                            result: Ok(Response { status, body: text }),
-                            api_calls,
-                            throttled,
-                        };
+                        Ok(text) => {
+                            return done(Ok(Response { status, body: text }), api_calls, throttled);
+                        }
                     }
                 }
                 Err(e) => {
                     self.stats.count("error");
-                    (None, describe(&e))
+                    // Without a connection nothing was sent; anything else may have arrived.
+                    (None, describe(&e), !e.is_connect())
                 }
             };
+            if applied_maybe && !req.idempotent {
+                return done(
+                    Err(Failure::Ambiguous { message: why }),
+                    api_calls,
+                    throttled,
+                );
+            }
             if attempt >= self.retry.max_retries {
-                return Sent {
-                    result: Err(Failure::GaveUp {
+                return done(
+                    Err(Failure::GaveUp {
                         message: format!("gave up after {} attempts: {why}", attempt + 1),
                     }),
                     api_calls,
                     throttled,
-                };
+                );
             }
             attempt += 1;
             let delay = wait.unwrap_or_else(|| self.retry.backoff(attempt));
             tracing::debug!(
-                url,
+                url = req.url,
                 attempt,
                 delay_ms = delay.as_millis() as u64,
                 "retrying: {why}"
@@ -348,11 +408,22 @@ mod tests {
         (format!("http://{addr}/batch"), hits)
     }
 
+    fn budget(requests: u32, per_secs: u32) -> Arc<Budget> {
+        Arc::new(Budget::new(
+            crate::project::RateBudget {
+                requests,
+                per_secs,
+                daily: 0,
+                search_per_second: 100,
+            },
+            chrono_tz::Tz::UTC,
+        ))
+    }
+
     fn client(max_retries: u32, timeout: Duration) -> Client {
         Client::new(
             Secret::new("t"),
-            1000,
-            1,
+            budget(1000, 1),
             timeout,
             RetryPolicy {
                 max_retries,
@@ -466,12 +537,83 @@ mod tests {
         let sent = client(5, Duration::from_secs(5))
             .post_json(&url, &serde_json::json!({}), |_| Throttle::Stop)
             .await;
-        let Err(Failure::GaveUp { message }) = sent.result else {
-            panic!("expected a failure")
+        let Err(Failure::DailyLimit { until }) = sent.result else {
+            panic!("expected a daily pause")
         };
-        assert!(message.contains("daily limit"), "{message}");
+        assert!(until > chrono::Utc::now());
         assert_eq!((sent.api_calls, sent.throttled), (1, 1));
         assert_eq!(hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_request_that_may_have_applied_is_not_repeated_unless_idempotent() {
+        let (url, hits) = server(|_| {
+            (
+                StatusCode::BAD_GATEWAY,
+                HeaderMap::new(),
+                "upstream",
+                Duration::ZERO,
+            )
+        })
+        .await;
+        let body = serde_json::json!({});
+        let once = Request {
+            idempotent: false,
+            ..Request::post(&url, &body)
+        };
+        let sent = client(5, Duration::from_secs(5))
+            .send(once, never_stop)
+            .await;
+        let Err(Failure::Ambiguous { message }) = sent.result else {
+            panic!("expected an ambiguous failure")
+        };
+        assert!(message.contains("502"), "{message}");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // A timeout too: the server may have applied it before the client gave up.
+        let (slow, slow_hits) = server(|_| {
+            (
+                StatusCode::OK,
+                HeaderMap::new(),
+                "{}",
+                Duration::from_secs(3),
+            )
+        })
+        .await;
+        let once = Request {
+            idempotent: false,
+            ..Request::post(&slow, &body)
+        };
+        let sent = client(5, Duration::from_millis(300))
+            .send(once, never_stop)
+            .await;
+        assert!(matches!(sent.result, Err(Failure::Ambiguous { .. })));
+        assert_eq!(slow_hits.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_429_is_retried_even_when_not_idempotent() {
+        let (url, hits) = server(|n| {
+            let status = if n == 0 {
+                StatusCode::TOO_MANY_REQUESTS
+            } else {
+                StatusCode::CREATED
+            };
+            let mut h = HeaderMap::new();
+            h.insert("retry-after", "0".parse().unwrap());
+            (status, h, "{}", Duration::ZERO)
+        })
+        .await;
+        let body = serde_json::json!({});
+        let once = Request {
+            idempotent: false,
+            ..Request::post(&url, &body)
+        };
+        let sent = client(5, Duration::from_secs(5))
+            .send(once, never_stop)
+            .await;
+        assert_eq!(sent.result.unwrap().status, 201);
+        assert_eq!((sent.api_calls, sent.throttled), (2, 1));
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]
@@ -483,7 +625,13 @@ mod tests {
             cap: Duration::from_millis(10),
         };
         // 10 per second: the 6th request cannot start before half a second has passed.
-        let c = Client::new(Secret::new("t"), 10, 1, Duration::from_secs(5), retry).unwrap();
+        let c = Client::new(
+            Secret::new("t"),
+            budget(10, 1),
+            Duration::from_secs(5),
+            retry,
+        )
+        .unwrap();
         let started = Instant::now();
         for _ in 0..6 {
             assert!(

@@ -190,20 +190,166 @@ pub struct ConnectorConfig {
     pub kind: ConnectorKind,
     pub base_url: String,
     pub token: Secret,
-    /// Requests allowed per `rate_limit_per_secs`.
-    pub rate_limit_requests: u32,
-    pub rate_limit_per_secs: u32,
+    /// The account's API limits: a tier preset, corrected by explicit numbers.
+    pub budget: RateBudget,
+    /// The tier preset the budget started from, when one was named.
+    pub tier: Option<String>,
+    /// The zone whose midnight resets the daily limit (HubSpot: the account's time zone).
+    pub account_timezone: chrono_tz::Tz,
     pub batch_size: usize,
     pub timeout_secs: u64,
     pub max_retries: u32,
     /// Requests in flight at once.
     pub concurrency: usize,
+    /// How long a new record takes to show in search: reconciling a task whose
+    /// create got no answer waits this long before searching for it.
+    pub search_settle_ms: u64,
 }
+
+/// An account's API limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateBudget {
+    /// Requests per `per_secs` rolling window.
+    pub requests: u32,
+    pub per_secs: u32,
+    /// Requests per day; `0` means handoff does not count (the CRM's answers still pause it).
+    pub daily: u64,
+    /// The search endpoints' own limit, requests per second.
+    pub search_per_second: u32,
+}
+
+/// HubSpot's published limits for private apps (per account) and OAuth apps.
+pub const HUBSPOT_TIERS: [(&str, RateBudget); 4] = [
+    (
+        "starter",
+        RateBudget {
+            requests: 100,
+            per_secs: 10,
+            daily: 250_000,
+            search_per_second: 4,
+        },
+    ),
+    (
+        "professional",
+        RateBudget {
+            requests: 190,
+            per_secs: 10,
+            daily: 625_000,
+            search_per_second: 4,
+        },
+    ),
+    (
+        "enterprise",
+        RateBudget {
+            requests: 190,
+            per_secs: 10,
+            daily: 1_000_000,
+            search_per_second: 4,
+        },
+    ),
+    (
+        "oauth",
+        RateBudget {
+            requests: 110,
+            per_secs: 10,
+            daily: 0,
+            search_per_second: 4,
+        },
+    ),
+];
 
 /// How a sync writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
+    /// Create or update, matched on a unique property.
     Upsert,
+    /// Update existing records only; a missing record is a rejection.
+    Update,
+    /// Create a record per new row; later changes update the record handoff created.
+    Create,
+    /// Upsert (or create, without `match`), and archive the records handoff wrote when their rows leave the model.
+    Mirror,
+}
+
+impl SyncMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SyncMode::Upsert => "upsert",
+            SyncMode::Update => "update",
+            SyncMode::Create => "create",
+            SyncMode::Mirror => "mirror",
+        }
+    }
+}
+
+/// How a row finds its CRM record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MatchOn {
+    /// A unique property (`email`, `domain`, or a custom unique property).
+    Property(String),
+    /// The CRM's record id (`hs_object_id`), held in the match column.
+    RecordId,
+    /// Nothing: `create` mode makes a new record and remembers its id.
+    Nothing,
+}
+
+/// Whether a sync may replace an owner the record already has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerPolicy {
+    /// Set the owner only where the record has none (a lead has one active owner).
+    FillEmpty,
+    Overwrite,
+}
+
+/// The CRM property that holds a record's owner.
+pub const OWNER_PROPERTY: &str = "hubspot_owner_id";
+
+/// A text with `{name}` placeholders filled from a row's mapped columns or properties.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Text(String),
+    /// The CRM property whose value is inserted.
+    Property(String),
+}
+
+impl Template {
+    /// Fills the placeholders; a NULL value renders as the empty string.
+    pub fn render(&self, properties: &[(String, Option<String>)]) -> String {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Text(t) => out.push_str(t),
+                TemplatePart::Property(name) => {
+                    if let Some((_, Some(v))) = properties.iter().find(|(k, _)| k == name) {
+                        out.push_str(v);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A follow-up task created once per handed-off record.
+#[derive(Debug, Clone)]
+pub struct TaskConfig {
+    pub subject: Template,
+    pub body: Option<Template>,
+    /// Due this long after the handoff.
+    pub due_after_secs: u64,
+    /// `HIGH`, `MEDIUM` or `LOW`.
+    pub priority: String,
+    /// `CALL`, `EMAIL` or `TODO`.
+    pub task_type: String,
+    /// The task property that carries handoff's idempotency key (a custom property in the account).
+    pub key_property: String,
+    /// The HubSpot-defined association type from the task to the synced record.
+    pub association_type_id: i32,
 }
 
 /// One `[[sync]]` of a model.
@@ -212,19 +358,32 @@ pub struct SyncConfig {
     pub name: String,
     pub model: String,
     pub connector: String,
+    /// `contacts`, `companies`, `deals` or `leads`.
     pub object: String,
     pub mode: SyncMode,
-    /// Model column holding the value matched against `match_property`.
+    /// Model column holding the value matched on (the first key column when nothing is matched).
     pub match_column: Located<String>,
-    pub match_property: String,
+    pub match_on: MatchOn,
     /// Model column → CRM property, in file order.
     pub mapping: Vec<(Located<String>, String)>,
     /// Constant properties sent with every added or changed row (e.g. a nurture-exit flag).
     pub set: Vec<(String, String)>,
     /// Properties set on the CRM record when its row leaves the model.
     pub on_remove_set: Vec<(String, String)>,
+    pub owner_policy: OwnerPolicy,
+    /// Set to the handoff time on a record's first handoff.
+    pub handoff_timestamp: Option<String>,
+    pub task: Option<TaskConfig>,
     pub file: PathBuf,
     pub line: usize,
+}
+
+impl SyncConfig {
+    /// Whether the sync writes an owner (mapped or set).
+    pub fn sets_owner(&self) -> bool {
+        self.mapping.iter().any(|(_, p)| p == OWNER_PROPERTY)
+            || self.set.iter().any(|(p, _)| p == OWNER_PROPERTY)
+    }
 }
 
 /// `models/NAME.sql` + `models/NAME.toml`.
@@ -672,8 +831,26 @@ fn read_connector(
                 None
             }
         };
-        let mut requests = 100;
-        let mut per_secs = 10;
+        let mut tier = None;
+        let mut budget = HUBSPOT_TIERS[0].1;
+        if let Some(v) = t.take("tier") {
+            let span = v.span;
+            if let Some(name) = r.string(v, "tier") {
+                match HUBSPOT_TIERS.iter().find(|(n, _)| *n == name.value) {
+                    Some((n, b)) => {
+                        budget = *b;
+                        tier = Some(n.to_string());
+                    }
+                    None => r.error(
+                        span,
+                        format!(
+                            "unknown tier {:?}: use starter, professional, enterprise or oauth (or set [rate_limit] numbers)",
+                            name.value
+                        ),
+                    ),
+                }
+            }
+        }
         if let Some(v) = t.take("rate_limit")
             && let Some(mut rl) = r.table(v, "[rate_limit]")
         {
@@ -681,15 +858,43 @@ fn read_connector(
                 .take("requests")
                 .and_then(|v| r.integer(v, "rate_limit.requests", 1, 1_000_000))
             {
-                requests = v as u32;
+                budget.requests = v as u32;
             }
             if let Some(v) = rl
                 .take("per_secs")
                 .and_then(|v| r.integer(v, "rate_limit.per_secs", 1, 86_400))
             {
-                per_secs = v as u32;
+                budget.per_secs = v as u32;
+            }
+            if let Some(v) = rl
+                .take("daily")
+                .and_then(|v| r.integer(v, "rate_limit.daily", 0, i64::MAX))
+            {
+                budget.daily = v as u64;
+            }
+            if let Some(v) = rl
+                .take("search_per_second")
+                .and_then(|v| r.integer(v, "rate_limit.search_per_second", 1, 1_000))
+            {
+                budget.search_per_second = v as u32;
             }
             r.finish(rl);
+        }
+        let mut account_timezone = chrono_tz::Tz::UTC;
+        if let Some(v) = t.take("account_timezone") {
+            let span = v.span;
+            if let Some(z) = r.string(v, "account_timezone") {
+                match z.value.parse::<chrono_tz::Tz>() {
+                    Ok(tz) => account_timezone = tz,
+                    Err(_) => r.error(
+                        span,
+                        format!(
+                            "unknown time zone {:?}: use an IANA name such as \"America/New_York\"",
+                            z.value
+                        ),
+                    ),
+                }
+            }
         }
         let batch_size = t
             .take("batch_size")
@@ -703,10 +908,17 @@ fn read_connector(
             .take("max_retries")
             .and_then(|v| r.integer(v, "max_retries", 0, 100))
             .unwrap_or(6) as u32;
+        // Enough requests in flight to use the whole budget even at a second per request.
+        let default_concurrency =
+            (budget.requests as f64 / budget.per_secs.max(1) as f64).ceil() as i64;
         let concurrency = t
             .take("concurrency")
             .and_then(|v| r.integer(v, "concurrency", 1, 64))
-            .unwrap_or(4) as usize;
+            .unwrap_or(default_concurrency.clamp(4, 64)) as usize;
+        let search_settle_ms = t
+            .take("search_settle_ms")
+            .and_then(|v| r.integer(v, "search_settle_ms", 0, 600_000))
+            .unwrap_or(10_000) as u64;
         r.finish(t);
         Some(ConnectorConfig {
             name: name.to_string(),
@@ -714,12 +926,14 @@ fn read_connector(
             kind: kind?,
             base_url: base_url?,
             token: token?,
-            rate_limit_requests: requests,
-            rate_limit_per_secs: per_secs,
+            budget,
+            tier,
+            account_timezone,
             batch_size,
             timeout_secs,
             max_retries,
             concurrency,
+            search_settle_ms,
         })
     })();
     let had_errors = !r.errors.is_empty();
@@ -770,7 +984,7 @@ fn read_model(
             };
             let count = sync_values.len();
             for v in sync_values {
-                if let Some(s) = read_sync(&mut r, name, count, v) {
+                if let Some(s) = read_sync(&mut r, name, count, v, primary_key.first()) {
                     syncs.push(s);
                 }
             }
@@ -797,7 +1011,9 @@ fn read_sync(
     model: &str,
     count: usize,
     v: toml_span::Value<'_>,
+    first_key: Option<&Located<String>>,
 ) -> Option<SyncConfig> {
+    let model_key = first_key.cloned();
     let span = v.span;
     let line = r.line(span);
     let mut t = r.table(v, "[[sync]]")?;
@@ -829,56 +1045,80 @@ fn read_sync(
     let connector = req(r, &mut t, "connector", "the name of a file in connectors/");
     let object = req(r, &mut t, "object", "e.g. \"contacts\"");
     if let Some(o) = &object
-        && o.value != "contacts"
+        && !HUBSPOT_OBJECTS.contains(&o.value.as_str())
     {
         r.errors.push(r.file.error_at_line(
             o.line,
             format!(
-                "object {:?} is not supported by the HubSpot connector yet: use \"contacts\"",
-                o.value
+                "object {:?} is not supported: use one of {}",
+                o.value,
+                HUBSPOT_OBJECTS.join(", ")
             ),
         ));
         ok = false;
     }
     let mut mode = SyncMode::Upsert;
+    let mut mode_line = line;
     if let Some(v) = t.take("mode") {
         let mspan = v.span;
         if let Some(m) = r.string(v, "sync.mode") {
+            mode_line = m.line;
             match m.value.as_str() {
                 "upsert" => mode = SyncMode::Upsert,
-                "update" | "create" | "mirror" => {
+                "update" => mode = SyncMode::Update,
+                "create" => mode = SyncMode::Create,
+                "mirror" => mode = SyncMode::Mirror,
+                other => {
                     r.error(
                         mspan,
-                        format!("mode {:?} is not available yet: use \"upsert\"", m.value),
+                        format!("unknown mode {other:?}: use upsert, update, create or mirror"),
                     );
-                    ok = false;
-                }
-                other => {
-                    r.error(mspan, format!("unknown mode {other:?}: use \"upsert\""));
                     ok = false;
                 }
             }
         }
     }
     let mut match_column = None;
-    let mut match_property = None;
+    let mut match_on = MatchOn::Nothing;
     match t.take("match") {
         Some(v) => {
             if let Some(mut m) = r.table(v, "`match`") {
                 match_column = m.take("column").and_then(|v| r.string(v, "match.column"));
-                match_property = m
+                let property = m
                     .take("property")
                     .and_then(|v| r.string(v, "match.property"));
-                if match_column.is_none() || match_property.is_none() {
-                    r.error(m.span, "`match` needs `column` (model column) and `property` (a unique CRM property, e.g. \"email\")");
+                match (&match_column, property) {
+                    (Some(_), Some(p)) => {
+                        match_on = if RECORD_ID_PROPERTIES.contains(&p.value.as_str()) {
+                            MatchOn::RecordId
+                        } else {
+                            MatchOn::Property(p.value)
+                        };
+                    }
+                    _ => r.error(m.span, "`match` needs `column` (model column) and `property` (a unique CRM property such as \"email\", or \"hs_object_id\" for record ids)"),
                 }
                 r.finish(m);
             }
         }
+        None if matches!(mode, SyncMode::Create | SyncMode::Mirror) => {}
         None => r.error(
             span,
             "[[sync]] needs `match = { column = \"email\", property = \"email\" }`",
         ),
+    }
+    let mode_error = match (&mode, &match_on) {
+        (SyncMode::Upsert, MatchOn::RecordId) => Some(
+            "mode \"upsert\" needs a unique property to match on; to write to records by their id use mode = \"update\"",
+        ),
+        (SyncMode::Create, MatchOn::Property(_) | MatchOn::RecordId) => Some(
+            "mode \"create\" never matches existing records: drop `match`, or use mode = \"upsert\"",
+        ),
+        _ => None,
+    };
+    if let Some(msg) = mode_error {
+        r.errors
+            .push(r.file.error_at_line(mode_line, msg.to_string()));
+        ok = false;
     }
     let mapping = match t.take("mapping") {
         Some(v) => r.string_map(v, "mapping").unwrap_or_default(),
@@ -897,6 +1137,49 @@ fn read_sync(
         }
         r.finish(o);
     }
+    let mut owner_policy = OwnerPolicy::FillEmpty;
+    if let Some(v) = t.take("owner_policy") {
+        let pspan = v.span;
+        if let Some(p) = r.string(v, "sync.owner_policy") {
+            match p.value.as_str() {
+                "fill_empty" => owner_policy = OwnerPolicy::FillEmpty,
+                "overwrite" => owner_policy = OwnerPolicy::Overwrite,
+                other => {
+                    r.error(
+                        pspan,
+                        format!(
+                            "unknown owner_policy {other:?}: use \"fill_empty\" or \"overwrite\""
+                        ),
+                    );
+                    ok = false;
+                }
+            }
+        }
+    }
+    let handoff_timestamp = t
+        .take("handoff_timestamp")
+        .and_then(|v| r.string(v, "sync.handoff_timestamp"));
+    let task = match t.take("task") {
+        Some(v) => {
+            let tspan = v.span;
+            let props: Vec<(&str, &str)> = mapping
+                .iter()
+                .map(|(c, p)| (c.value.as_str(), p.value.as_str()))
+                .chain(
+                    set.iter()
+                        .map(|(p, _)| (p.value.as_str(), p.value.as_str())),
+                )
+                .collect();
+            let object_name = object.as_ref().map(|o| o.value.as_str()).unwrap_or("");
+            let t = read_task(r, v, &props, object_name);
+            if t.is_none() {
+                ok = false;
+            }
+            let _ = tspan;
+            t
+        }
+        None => None,
+    };
     // Two sources for one property would make the payload depend on map order.
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
     for (col, prop) in &mapping {
@@ -923,6 +1206,25 @@ fn read_sync(
             ok = false;
         }
     }
+    if mode == SyncMode::Mirror && !on_remove_set.is_empty() {
+        r.errors.push(r.file.error_at_line(
+            mode_line,
+            "mode \"mirror\" archives the records whose rows leave the model: drop `on_remove`, or use mode = \"upsert\"".to_string(),
+        ));
+        ok = false;
+    }
+    if let Some(h) = &handoff_timestamp
+        && let Some(prev) = seen.get(h.value.as_str())
+    {
+        r.errors.push(r.file.error_at_line(
+            h.line,
+            format!(
+                "handoff_timestamp property {:?} is also mapped or set (line {prev})",
+                h.value
+            ),
+        ));
+        ok = false;
+    }
     if mapping.is_empty() && set.is_empty() {
         r.error(span, "[[sync]] sends nothing: add `mapping = { column = \"property\" }` or `set = { property = \"value\" }`");
         ok = false;
@@ -937,17 +1239,207 @@ fn read_sync(
         connector: connector?.value,
         object: object?.value,
         mode,
-        match_column: match_column?,
-        match_property: match_property?.value,
+        match_column: match_column.or_else(|| model_key.clone())?,
+        match_on,
         mapping: mapping.into_iter().map(|(c, p)| (c, p.value)).collect(),
         set: set.into_iter().map(|(p, v)| (p.value, v.value)).collect(),
         on_remove_set: on_remove_set
             .into_iter()
             .map(|(p, v)| (p.value, v.value))
             .collect(),
+        owner_policy,
+        handoff_timestamp: handoff_timestamp.map(|h| h.value),
+        task,
         file: r.file.path.clone(),
         line,
     })
+}
+
+/// The object types a HubSpot sync writes.
+pub const HUBSPOT_OBJECTS: [&str; 4] = ["contacts", "companies", "deals", "leads"];
+
+/// Names of the HubSpot record id when used as the match property.
+const RECORD_ID_PROPERTIES: [&str; 2] = ["hs_object_id", "id"];
+
+/// Reads `task = { subject, body, due, priority, type, key_property }`.
+/// `props` is (model column or property name, CRM property) for every placeholder a template may use.
+fn read_task(
+    r: &mut Reader<'_>,
+    v: toml_span::Value<'_>,
+    props: &[(&str, &str)],
+    object: &str,
+) -> Option<TaskConfig> {
+    let span = v.span;
+    let mut t = r.table(v, "`task`")?;
+    let mut ok = true;
+    let association_type_id = match object {
+        "contacts" => 204,
+        "companies" => 192,
+        "deals" => 216,
+        other => {
+            r.error(
+                span,
+                format!("tasks can be attached to contacts, companies or deals, not {other:?}"),
+            );
+            ok = false;
+            0
+        }
+    };
+    let template = |r: &mut Reader<'_>, key: &'static str, v: toml_span::Value<'_>| {
+        let tspan = v.span;
+        let text = r.string(v, key)?;
+        match parse_template(&text.value, props) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                r.error(tspan, format!("`{key}`: {msg}"));
+                None
+            }
+        }
+    };
+    let subject = match t.take("subject") {
+        Some(v) => template(r, "task.subject", v),
+        None => {
+            r.error(
+                span,
+                "`task` needs `subject`, e.g. subject = \"Call {firstname} {lastname}\"",
+            );
+            None
+        }
+    };
+    let body = match t.take("body") {
+        Some(v) => {
+            let b = template(r, "task.body", v);
+            if b.is_none() {
+                ok = false;
+            }
+            b
+        }
+        None => None,
+    };
+    let mut due_after_secs = 86_400;
+    if let Some(v) = t.take("due") {
+        let dspan = v.span;
+        if let Some(d) = r.string(v, "task.due") {
+            match parse_duration(&d.value) {
+                Some(s) => due_after_secs = s,
+                None => {
+                    r.error(dspan, format!("`task.due` must be a duration such as \"30m\", \"4h\" or \"2d\", found {:?}", d.value));
+                    ok = false;
+                }
+            }
+        }
+    }
+    let mut choice = |r: &mut Reader<'_>, key: &'static str, allowed: &[&str], default: &str| {
+        match t.take(key) {
+            Some(v) => {
+                let cspan = v.span;
+                let s = r.string(v, &format!("task.{key}"))?;
+                let upper = s.value.to_ascii_uppercase();
+                if allowed.contains(&upper.as_str()) {
+                    Some(upper)
+                } else {
+                    r.error(
+                        cspan,
+                        format!(
+                            "`task.{key}` must be one of {}, found {:?}",
+                            allowed.join(", "),
+                            s.value
+                        ),
+                    );
+                    None
+                }
+            }
+            None => Some(default.to_string()),
+        }
+    };
+    let priority = choice(r, "priority", &["HIGH", "MEDIUM", "LOW"], "HIGH");
+    let task_type = choice(r, "type", &["CALL", "EMAIL", "TODO"], "CALL");
+    let key_property = match t.take("key_property") {
+        Some(v) => r.string(v, "task.key_property").map(|s| s.value),
+        None => Some(DEFAULT_TASK_KEY_PROPERTY.to_string()),
+    };
+    r.finish(t);
+    if !ok {
+        return None;
+    }
+    Some(TaskConfig {
+        subject: subject?,
+        body,
+        due_after_secs,
+        priority: priority?,
+        task_type: task_type?,
+        key_property: key_property?,
+        association_type_id,
+    })
+}
+
+/// The task property handoff stores its idempotency key in, unless the sync names another.
+pub const DEFAULT_TASK_KEY_PROPERTY: &str = "handoff_task_key";
+
+/// Splits `"Call {first_name}"` into text and placeholders; a placeholder names a
+/// mapped model column or a CRM property the sync sends. `{{` and `}}` are literal braces.
+fn parse_template(text: &str, props: &[(&str, &str)]) -> Result<Template, String> {
+    let mut parts = Vec::new();
+    let mut lit = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '{' if chars.peek() == Some(&'{') => {
+                chars.next();
+                lit.push('{');
+            }
+            '}' if chars.peek() == Some(&'}') => {
+                chars.next();
+                lit.push('}');
+            }
+            '{' => {
+                let mut name = String::new();
+                loop {
+                    match chars.next() {
+                        Some('}') => break,
+                        Some(c) => name.push(c),
+                        None => return Err(format!("unclosed placeholder {{{name}")),
+                    }
+                }
+                let name = name.trim();
+                let Some((_, prop)) = props.iter().find(|(c, p)| *c == name || *p == name) else {
+                    let known: Vec<&str> = props.iter().map(|(c, _)| *c).collect();
+                    return Err(format!(
+                        "{{{name}}} is neither a mapped column nor a property this sync sends (known: {})",
+                        known.join(", ")
+                    ));
+                };
+                if !lit.is_empty() {
+                    parts.push(TemplatePart::Text(std::mem::take(&mut lit)));
+                }
+                parts.push(TemplatePart::Property(prop.to_string()));
+            }
+            '}' => return Err("a lone `}`: write `}}` for a literal brace".into()),
+            c => lit.push(c),
+        }
+    }
+    if !lit.is_empty() {
+        parts.push(TemplatePart::Text(lit));
+    }
+    Ok(Template { parts })
+}
+
+/// `"90s"`, `"30m"`, `"4h"`, `"2d"` or `"0"` → seconds.
+fn parse_duration(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = n.parse().ok()?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 fn cross_check(

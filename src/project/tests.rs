@@ -55,7 +55,7 @@ fn loads_a_good_project() {
     assert_eq!(p.warehouse.tables[0].csv_delimiter, b';');
     let (m, s) = p.find_sync("hot").unwrap();
     assert_eq!(m.primary_key[0].value, "lead_id");
-    assert_eq!(s.match_property, "email");
+    assert_eq!(s.match_on, MatchOn::Property("email".into()));
     assert_eq!(s.mapping[0].0.value, "score");
     assert_eq!(s.mapping[0].0.line, 8);
     assert_eq!(

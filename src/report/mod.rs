@@ -22,6 +22,9 @@ pub fn json_line(s: &Summary) -> String {
         "status": s.status,
         "run_id": s.run_id,
         "unsent": s.unsent,
+        "tasks_created": s.tasks_created,
+        "tasks_pending": s.tasks_pending,
+        "owners_kept": s.owners_kept,
         "requests_planned": s.requests_planned,
         "error": s.error,
         "sample": s.sample.iter().map(|c| json!({
@@ -100,6 +103,13 @@ pub fn human(s: &Summary) -> String {
             "  api calls {}  throttled {}  unsent {}  {} ms",
             s.api_calls, s.throttled, s.unsent, s.duration_ms
         );
+        if s.tasks_created + s.tasks_pending + s.owners_kept > 0 {
+            let _ = writeln!(
+                o,
+                "  tasks created {}  tasks pending {}  existing owners kept {}",
+                s.tasks_created, s.tasks_pending, s.owners_kept
+            );
+        }
     }
     for r in &s.rejections {
         let _ = writeln!(

@@ -143,6 +143,31 @@ pub struct Seed {
     /// Companies (accounts) that exist before the first request, as property maps.
     #[serde(default)]
     pub companies: Vec<BTreeMap<String, String>>,
+    /// Custom properties created in the account, by object type (`"contacts": ["lead_score"]`).
+    /// Writing a property that is neither HubSpot's nor listed here fails the batch
+    /// (`PROPERTY_DOESNT_EXIST`). A seed file without `properties` keeps the demo's.
+    #[serde(default = "demo_properties")]
+    pub properties: BTreeMap<String, Vec<String>>,
+}
+
+fn demo_properties() -> BTreeMap<String, Vec<String>> {
+    Seed::demo().properties
+}
+
+/// The properties a record of a type may carry: HubSpot's, any `hs_` one, and the seeded custom ones.
+pub(crate) fn property_exists(
+    custom: &BTreeMap<String, Vec<String>>,
+    kind: ObjectType,
+    name: &str,
+) -> bool {
+    name.starts_with("hs_")
+        || kind.standard_properties().contains(&name)
+        || kind.system_properties().contains(&name)
+        || kind
+            .paths()
+            .iter()
+            .filter_map(|p| custom.get(*p))
+            .any(|names| names.iter().any(|n| n == name))
 }
 
 fn demo_owners() -> Vec<Owner> {
@@ -196,6 +221,30 @@ impl Seed {
             owners,
             contacts: Vec::new(),
             companies: Vec::new(),
+            properties: BTreeMap::from([
+                (
+                    "contacts".to_string(),
+                    [
+                        "lead_score",
+                        "nurture_status",
+                        "handoff_date",
+                        "territory",
+                        "lead_source",
+                        "last_event_time",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                (
+                    "companies".to_string(),
+                    vec!["nurture_status".to_string(), "handoff_date".to_string()],
+                ),
+                (
+                    "deals".to_string(),
+                    vec!["nurture_status".to_string(), "handoff_date".to_string()],
+                ),
+                ("tasks".to_string(), vec!["handoff_task_key".to_string()]),
+            ]),
         }
     }
 }
@@ -408,6 +457,8 @@ pub(crate) struct SandboxState {
 pub(crate) struct Data {
     pub store: ObjectStore,
     pub owners: Vec<Owner>,
+    /// Custom properties by object type path ([`Seed::properties`]).
+    pub properties: BTreeMap<String, Vec<String>>,
     pub limiter: RateLimiter,
     /// Search requests pass this limiter instead of `limiter` (HubSpot exempts them from the burst window).
     pub search_limiter: RateLimiter,
@@ -456,6 +507,7 @@ impl Data {
         Data {
             store,
             owners: config.seed.owners.clone(),
+            properties: config.seed.properties.clone(),
             limiter: RateLimiter::new(Limits {
                 burst_per_10s: config.burst_per_10s,
                 daily_limit: config.daily_limit,

@@ -3,6 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use super::SandboxConfig;
 use super::tests::Harness;
 
 const TASKS_CREATE: &str = "/crm/v3/objects/tasks/batch/create";
@@ -270,7 +271,13 @@ fn ids_of(reply: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn search_filters_sorts_and_pages() {
-    let h = Harness::start().await;
+    let mut config = SandboxConfig::ephemeral();
+    // Custom company properties the filters below use, as an account would have created them.
+    config
+        .seed
+        .properties
+        .insert("companies".into(), vec!["n".into(), "tier".into()]);
+    let h = Harness::with(config).await;
     h.configure(json!({"search_per_second": 0})).await;
     companies(&h, 30).await;
     let search = |body: Value| {

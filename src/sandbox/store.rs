@@ -100,6 +100,67 @@ impl ObjectType {
         }
     }
 
+    /// HubSpot's own properties of the type that a client may write (beside any `hs_` property);
+    /// anything else must be created in the account first (the seed's `properties`).
+    pub(crate) fn standard_properties(self) -> &'static [&'static str] {
+        match self {
+            ObjectType::Contacts => &[
+                "address",
+                "annualrevenue",
+                "city",
+                "company",
+                "country",
+                "date_of_birth",
+                "email",
+                "fax",
+                "firstname",
+                "hubspot_owner_id",
+                "industry",
+                "jobtitle",
+                "lastname",
+                "lifecyclestage",
+                "message",
+                "mobilephone",
+                "numemployees",
+                "phone",
+                "salutation",
+                "state",
+                "twitterhandle",
+                "website",
+                "zip",
+            ],
+            ObjectType::Companies => &[
+                "address",
+                "annualrevenue",
+                "city",
+                "country",
+                "description",
+                "domain",
+                "hubspot_owner_id",
+                "industry",
+                "lifecyclestage",
+                "name",
+                "numberofemployees",
+                "phone",
+                "state",
+                "type",
+                "website",
+                "zip",
+            ],
+            ObjectType::Deals => &[
+                "amount",
+                "closedate",
+                "dealname",
+                "dealstage",
+                "dealtype",
+                "description",
+                "hubspot_owner_id",
+                "pipeline",
+            ],
+            ObjectType::Tasks | ObjectType::Leads => &["hubspot_owner_id"],
+        }
+    }
+
     /// Properties a create must set.
     pub(crate) fn required_properties(self) -> &'static [&'static str] {
         match self {

@@ -303,8 +303,9 @@ fn same_connector(a: &ConnectorConfig, b: &ConnectorConfig) -> bool {
     a.kind == b.kind
         && a.base_url == b.base_url
         && a.token.expose() == b.token.expose()
-        && a.rate_limit_requests == b.rate_limit_requests
-        && a.rate_limit_per_secs == b.rate_limit_per_secs
+        && a.budget == b.budget
+        && a.account_timezone == b.account_timezone
+        && a.search_settle_ms == b.search_settle_ms
         && a.batch_size == b.batch_size
         && a.timeout_secs == b.timeout_secs
         && a.max_retries == b.max_retries

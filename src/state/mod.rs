@@ -90,9 +90,50 @@ pub struct BatchOutcome {
     /// needed no request): their state rows are deleted.
     pub removed: Vec<u64>,
     pub rejected: Vec<Rejection>,
+    /// Follow-up tasks the accepted rows call for, queued in the same transaction.
+    pub tasks: Vec<NewTask>,
     pub api_calls: u64,
     pub throttled: u64,
 }
+
+/// A follow-up task to create exactly once, queued with the handoff that calls for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// Deterministic: the same handoff always yields the same key.
+    pub task_key: String,
+    /// The row's key, for reports.
+    pub key: String,
+    /// The CRM record the task is attached to.
+    pub record_id: String,
+    /// The task's properties as a JSON object.
+    pub properties: String,
+}
+
+/// A queued task not yet known to exist in the CRM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxTask {
+    pub task_key: String,
+    pub key: String,
+    pub record_id: String,
+    pub properties: String,
+    /// Create requests sent so far; above zero the task may already exist.
+    pub attempts: u32,
+    /// Unix ms of the last create request.
+    pub last_attempt_ms: Option<i64>,
+}
+
+/// How queued tasks stand for one sync.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TaskCounts {
+    pub pending: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// Binds: task key, sync, key, record id, properties, now. A key already queued is left as it is.
+const INSERT_TASK: &str = "INSERT INTO task_outbox (task_key, sync, key, record_id, properties, \
+     state, created_at_ms) VALUES ($1, $2, $3, $4, $5, 'pending', $6) \
+     ON CONFLICT (task_key) DO NOTHING";
 
 impl BatchOutcome {
     /// Folds another batch's outcome into this one, to commit both in one transaction.
@@ -100,6 +141,7 @@ impl BatchOutcome {
         self.accepted.extend(other.accepted);
         self.removed.extend(other.removed);
         self.rejected.extend(other.rejected);
+        self.tasks.extend(other.tasks);
         self.api_calls += other.api_calls;
         self.throttled += other.throttled;
     }
@@ -116,6 +158,8 @@ pub struct RunCounts {
     pub rejected: u64,
     pub api_calls: u64,
     pub throttled: u64,
+    pub tasks_created: u64,
+    pub owners_kept: u64,
 }
 
 /// One run as recorded.
@@ -172,7 +216,7 @@ macro_rules! on_pool {
 macro_rules! run_columns {
     () => {
         "id, sync, status, full_refresh, started_at_ms, finished_at_ms, added, changed, removed, \
-         unchanged, invalid, rejected, api_calls, throttled, error"
+         unchanged, invalid, rejected, api_calls, throttled, error, tasks_created, owners_kept"
     };
 }
 
@@ -288,8 +332,8 @@ impl StateStore {
     ) -> Result<(), StateError> {
         const SQL: &str = "UPDATE runs SET status = $2, finished_at_ms = $3, \
              added = $4, changed = $5, removed = $6, unchanged = $7, invalid = $8, \
-             rejected = $9, api_calls = $10, throttled = $11, error = $12 \
-             WHERE id = $1";
+             rejected = $9, api_calls = $10, throttled = $11, error = $12, \
+             tasks_created = $13, owners_kept = $14 WHERE id = $1";
         let updated = on_pool!(self, write pool => {
             sqlx::query(SQL)
                 .bind(run)
@@ -304,6 +348,8 @@ impl StateStore {
                 .bind(count_to_db(counts.api_calls))
                 .bind(count_to_db(counts.throttled))
                 .bind(error)
+                .bind(count_to_db(counts.tasks_created))
+                .bind(count_to_db(counts.owners_kept))
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -409,6 +455,122 @@ impl StateStore {
         Ok(rejections)
     }
 
+    /// Up to `limit` queued tasks of the sync, oldest first.
+    pub async fn pending_tasks(
+        &self,
+        sync: &str,
+        limit: u32,
+    ) -> Result<Vec<OutboxTask>, StateError> {
+        const SQL: &str = "SELECT task_key, key, record_id, properties, attempts, last_attempt_ms \
+             FROM task_outbox WHERE sync = $1 AND state = 'pending' \
+             ORDER BY created_at_ms, task_key LIMIT $2";
+        let tasks = on_pool!(self, read pool => {
+            let rows = sqlx::query(SQL)
+                .bind(sync)
+                .bind(i64::from(limit))
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OutboxTask {
+                        task_key: row.try_get(0)?,
+                        key: row.try_get(1)?,
+                        record_id: row.try_get(2)?,
+                        properties: row.try_get(3)?,
+                        attempts: u32::try_from(row.try_get::<i64, _>(4)?).unwrap_or(u32::MAX),
+                        last_attempt_ms: row.try_get(5)?,
+                    })
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(tasks)
+    }
+
+    /// Records, before the request goes out, that these tasks are about to be created:
+    /// from now on a crash leaves them marked as possibly existing.
+    pub async fn mark_tasks_attempted(&self, task_keys: &[String]) -> Result<(), StateError> {
+        const SQL: &str = "UPDATE task_outbox SET attempts = attempts + 1, last_attempt_ms = $2 \
+             WHERE task_key = $1";
+        let now = now_ms();
+        on_pool!(self, write pool => {
+            let mut tx = pool.begin().await?;
+            for k in task_keys {
+                sqlx::query(SQL).bind(k).bind(now).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Closes tasks: `sent` (task key, CRM task id) exist in the CRM; `failed` were refused
+    /// for good and are recorded as rejections of the run (with the row's key).
+    pub async fn finish_tasks(
+        &self,
+        run: RunId,
+        sync: &str,
+        sent: &[(String, String)],
+        failed: &[(String, Rejection)],
+    ) -> Result<(), StateError> {
+        const SENT: &str = "UPDATE task_outbox SET state = 'sent', task_id = $2, done_at_ms = $3 \
+             WHERE task_key = $1";
+        const FAILED: &str = "UPDATE task_outbox SET state = 'failed', error = $2, done_at_ms = $3 \
+             WHERE task_key = $1";
+        const REJECT: &str = "INSERT INTO run_rejections (run_id, sync, key, category, message, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6)";
+        const COUNT: &str = "UPDATE runs SET rejected = rejected + $2 WHERE id = $1";
+        if sent.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        on_pool!(self, write pool => {
+            let mut tx = pool.begin().await?;
+            for (k, id) in sent {
+                sqlx::query(SENT).bind(k).bind(id).bind(now).execute(&mut *tx).await?;
+            }
+            for (k, r) in failed {
+                let msg = format!("{}: {}", r.category, r.message);
+                sqlx::query(FAILED).bind(k).bind(&msg).bind(now).execute(&mut *tx).await?;
+                sqlx::query(REJECT)
+                    .bind(run)
+                    .bind(sync)
+                    .bind(&r.key)
+                    .bind(&r.category)
+                    .bind(&r.message)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !failed.is_empty() {
+                sqlx::query(COUNT)
+                    .bind(run)
+                    .bind(count_to_db(failed.len() as u64))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Queued, created and refused tasks of one sync.
+    pub async fn task_counts(&self, sync: &str) -> Result<TaskCounts, StateError> {
+        const SQL: &str = "SELECT state, count(*) FROM task_outbox WHERE sync = $1 GROUP BY state";
+        let mut counts = TaskCounts::default();
+        on_pool!(self, read pool => {
+            for row in sqlx::query(SQL).bind(sync).fetch_all(pool).await? {
+                let state: String = row.try_get(0)?;
+                let n = count_from_db(row.try_get::<i64, _>(1)?);
+                match state.as_str() {
+                    "pending" => counts.pending = n,
+                    "sent" => counts.sent = n,
+                    "failed" => counts.failed = n,
+                    _ => {}
+                }
+            }
+        });
+        Ok(counts)
+    }
+
     /// Marks runs left `running` by a crashed process as `failed` ("interrupted"); returns
     /// how many. Call at start-up, before this process begins runs of its own.
     pub async fn recover_interrupted(&self) -> Result<u64, StateError> {
@@ -500,6 +662,8 @@ where
             rejected: count(11)?,
             api_calls: count(12)?,
             throttled: count(13)?,
+            tasks_created: count(15)?,
+            owners_kept: count(16)?,
         },
         error: row.try_get(14)?,
     })

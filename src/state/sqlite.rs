@@ -14,11 +14,18 @@ use super::{
 };
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
-    super::migrator(&[(
-        1,
-        "init",
-        include_str!("../../migrations/sqlite/0001_init.sql"),
-    )])
+    super::migrator(&[
+        (
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        (
+            2,
+            "task_outbox",
+            include_str!("../../migrations/sqlite/0002_task_outbox.sql"),
+        ),
+    ])
 });
 
 /// Another process (a CLI `handoff sync` beside the daemon) may hold the write lock
@@ -217,6 +224,17 @@ pub(super) async fn commit_batch(
         return Err(StateError::RunNotFound(run));
     }
     insert_rejections(&mut tx, run, sync, &batch.rejected, now_ms).await?;
+    for task in &batch.tasks {
+        sqlx::query(super::INSERT_TASK)
+            .bind(&task.task_key)
+            .bind(sync)
+            .bind(&task.key)
+            .bind(&task.record_id)
+            .bind(&task.properties)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -146,6 +146,7 @@ async fn batch_round_trip(db: TestDb) {
         ],
         removed: vec![],
         rejected: vec![rejection("d@x.io", "VALIDATION_ERROR", "bad email")],
+        tasks: Vec::new(),
         api_calls: 2,
         throttled: 1,
     };
@@ -168,6 +169,7 @@ async fn batch_round_trip(db: TestDb) {
             rejection("e@x.io", "VALIDATION_ERROR", "bad phone"),
             rejection("f@x.io", "RATE_LIMIT", "gave up"),
         ],
+        tasks: Vec::new(),
         api_calls: 3,
         throttled: 0,
     };
@@ -252,6 +254,7 @@ async fn failed_batch_leaves_nothing(db: TestDb) {
         ],
         removed: vec![1],
         rejected: vec![rejection("c@x.io", "VALIDATION_ERROR", "bad")],
+        tasks: Vec::new(),
         api_calls: 1,
         throttled: 0,
     };
@@ -311,6 +314,8 @@ async fn run_lifecycle(db: TestDb) {
         rejected: 6,
         api_calls: 7,
         throttled: 8,
+        tasks_created: 9,
+        owners_kept: 10,
     };
     store
         .finish_run(first, "rejections", &counts, None)
@@ -441,6 +446,7 @@ async fn loads_many_fingerprints(db: TestDb) {
             accepted: (start..start + BATCH)
                 .map(|i| accepted(&format!("lead{i}@x.io"), spread(i), i, None))
                 .collect(),
+            tasks: Vec::new(),
             api_calls: 1,
             ..BatchOutcome::default()
         };
@@ -505,6 +511,7 @@ async fn readers_work_beside_a_writer(db: TestDb) {
                         .map(|i| accepted(&format!("k{i}"), i, i, None))
                         .collect(),
                     removed: (0..b).collect(),
+                    tasks: Vec::new(),
                     api_calls: 1,
                     ..BatchOutcome::default()
                 };

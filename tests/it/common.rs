@@ -78,6 +78,16 @@ impl Fixture {
     }
 
     pub async fn with(rows: &[Lead], config: SandboxConfig, connector: &str) -> Fixture {
+        Self::with_model(rows, config, connector, MODEL_TOML).await
+    }
+
+    /// A fixture whose model file (`models/leads.toml`) is `model_toml`.
+    pub async fn with_model(
+        rows: &[Lead],
+        config: SandboxConfig,
+        connector: &str,
+        model_toml: &str,
+    ) -> Fixture {
         let dir = tempfile::tempdir().expect("tempdir");
         write(
             dir.path(),
@@ -86,7 +96,7 @@ impl Fixture {
         );
         write(dir.path(), "connectors/hubspot.toml", connector);
         write(dir.path(), "models/leads.sql", MODEL_SQL);
-        write(dir.path(), "models/leads.toml", MODEL_TOML);
+        write(dir.path(), "models/leads.toml", model_toml);
         handoff::connectors::http::install_crypto_provider();
         let sandbox = Sandbox::start(config).await.expect("sandbox starts");
         let f = Fixture {
@@ -117,8 +127,13 @@ impl Fixture {
     pub fn env(&self) -> Vec<(String, String)> {
         vec![
             ("HUBSPOT_BASE_URL".into(), self.sandbox.base_url()),
-            ("HUBSPOT_TOKEN".into(), "test-token".into()),
+            ("HUBSPOT_TOKEN".into(), self.token()),
         ]
+    }
+
+    /// A token of this fixture's own, so its rate budget is not shared with other tests'.
+    pub fn token(&self) -> String {
+        format!("test-token-{}", self.sandbox.base_url())
     }
 
     pub fn project(&self) -> Project {
@@ -204,6 +219,14 @@ impl Fixture {
             ..Default::default()
         })
         .await
+    }
+
+    /// The live records of one object type, as the sandbox stores them.
+    pub async fn objects(&self, path: &str) -> Vec<Value> {
+        self.inspect(&format!("/_sandbox/{path}")).await["results"]
+            .as_array()
+            .expect("results")
+            .clone()
     }
 
     pub async fn records_written(&self) -> u64 {

@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod connector;
 mod daemon;
 mod models;
 mod sync;

@@ -1,14 +1,23 @@
-//! HubSpot CRM v3: batch upsert and update of objects, with per-record results from 207 answers.
+//! HubSpot CRM v3: batch writes with per-record results, owners, tasks and task search.
+
+mod owners;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use futures::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::http::{Client, Failure, HttpError, RetryPolicy, Sent, Throttle};
-use super::{BatchReport, ConnectorError, Destination, OutRecord, Outcome};
-use crate::project::ConnectorConfig;
+use super::budget::{self, Budget};
+use super::http::{Client, Failure, HttpError, Request, Response, RetryPolicy, Sent, Throttle};
+use super::{
+    BatchReport, ConnectorError, Destination, OutRecord, Outcome, Read, TaskInput, TaskOutcome,
+    TaskReport, WriteOp,
+};
+use crate::project::{ConnectorConfig, OWNER_PROPERTY};
 
 /// A HubSpot account reached through one private-app token.
 pub struct HubSpot {
@@ -17,14 +26,17 @@ pub struct HubSpot {
     client: Client,
     batch_size: usize,
     concurrency: usize,
+    settle: Duration,
+    owners: owners::OwnerCache,
 }
 
 impl HubSpot {
     pub fn new(cfg: &ConnectorConfig) -> Result<Self, HttpError> {
+        let account = budget::account_key(&cfg.base_url, cfg.token.expose());
+        let budget: Arc<Budget> = budget::for_account(&account, cfg.budget, cfg.account_timezone);
         let client = Client::new(
             cfg.token.clone(),
-            cfg.rate_limit_requests,
-            cfg.rate_limit_per_secs,
+            budget,
             Duration::from_secs(cfg.timeout_secs),
             RetryPolicy {
                 max_retries: cfg.max_retries,
@@ -38,64 +50,191 @@ impl HubSpot {
             client,
             batch_size: cfg.batch_size,
             concurrency: cfg.concurrency,
+            settle: Duration::from_millis(cfg.search_settle_ms),
+            owners: owners::OwnerCache::default(),
         })
     }
 
-    async fn send_batch(
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Turns a failed request into the error that stops the sync.
+    fn failure(&self, what: &str, f: Failure, api_calls: u64, throttled: u64) -> ConnectorError {
+        match f {
+            Failure::DailyLimit { until } => ConnectorError::DailyLimit {
+                connector: self.name.clone(),
+                until,
+                api_calls,
+                throttled,
+            },
+            Failure::GaveUp { message } | Failure::Ambiguous { message } => {
+                ConnectorError::Unavailable {
+                    connector: self.name.clone(),
+                    message: format!("{what}: {message}"),
+                    api_calls,
+                    throttled,
+                }
+            }
+        }
+    }
+
+    fn auth(&self, resp: &Response, api_calls: u64) -> ConnectorError {
+        ConnectorError::Auth {
+            connector: self.name.clone(),
+            status: resp.status,
+            message: error_category(&resp.body).1,
+            api_calls,
+        }
+    }
+
+    /// A request whose answer is read as JSON, 401/403 and exhausted retries as errors.
+    async fn call(
         &self,
-        path: &str,
-        inputs: Vec<Value>,
-        records: &[OutRecord],
-        id_property: Option<&str>,
-    ) -> Result<BatchReport, ConnectorError> {
-        let url = format!("{}{path}", self.base_url);
+        what: &str,
+        req: Request<'_>,
+    ) -> Result<(Response, u64, u64), ConnectorError> {
         let Sent {
             result,
             api_calls,
             throttled,
-        } = self
-            .client
-            .post_json(&url, &json!({ "inputs": inputs }), classify_429)
-            .await;
-        let resp = match result {
-            Ok(r) => r,
-            Err(Failure::GaveUp { message }) => {
-                return Err(ConnectorError::Unavailable {
-                    connector: self.name.clone(),
-                    message: format!("POST {path}: {message}"),
+        } = self.client.send(req, classify_429).await;
+        let resp = result.map_err(|f| self.failure(what, f, api_calls, throttled))?;
+        if matches!(resp.status, 401 | 403) {
+            return Err(self.auth(&resp, api_calls));
+        }
+        Ok((resp, api_calls, throttled))
+    }
+
+    /// One batch request; a whole-batch refusal (400, or 409 on create) is split in halves
+    /// until each bad record stands alone, so the good ones still go through.
+    fn write_batch<'a>(
+        &'a self,
+        object: &'a str,
+        op: WriteOp<'a>,
+        records: &'a [OutRecord],
+    ) -> BoxFuture<'a, Result<BatchReport, ConnectorError>> {
+        Box::pin(async move {
+            let (path, inputs): (&str, Vec<Value>) = match op {
+                WriteOp::Upsert { id_property } => (
+                    "upsert",
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            json!({
+                                "id": r.id,
+                                "idProperty": id_property,
+                                "objectWriteTraceId": i.to_string(),
+                                "properties": properties_json(&r.properties),
+                            })
+                        })
+                        .collect(),
+                ),
+                WriteOp::Update { id_property } => (
+                    "update",
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            let mut input = json!({
+                                "id": r.id,
+                                "objectWriteTraceId": i.to_string(),
+                                "properties": properties_json(&r.properties),
+                            });
+                            if let Some(p) = id_property {
+                                input["idProperty"] = json!(p);
+                            }
+                            input
+                        })
+                        .collect(),
+                ),
+                WriteOp::Create => (
+                    "create",
+                    records
+                        .iter()
+                        .enumerate()
+                        .map(|(i, r)| {
+                            json!({
+                                "objectWriteTraceId": i.to_string(),
+                                "properties": properties_json(&r.properties),
+                                "associations": [],
+                            })
+                        })
+                        .collect(),
+                ),
+            };
+            let what = format!("POST /crm/v3/objects/{object}/batch/{path}");
+            let url = self.url(&format!("/crm/v3/objects/{object}/batch/{path}"));
+            let body = json!({ "inputs": inputs });
+            let (resp, api_calls, throttled) = self.call(&what, Request::post(&url, &body)).await?;
+            let id_property = match op {
+                WriteOp::Upsert { id_property } => Some(id_property),
+                WriteOp::Update { id_property } => id_property,
+                WriteOp::Create => None,
+            };
+            let whole_batch_refused =
+                resp.status == 400 || (resp.status == 409 && matches!(op, WriteOp::Create));
+            if whole_batch_refused {
+                let (category, message) = error_category(&resp.body);
+                if is_setup_error(&message) {
+                    return Err(ConnectorError::Setup {
+                        connector: self.name.clone(),
+                        message: format!("{what}: HubSpot refused the batch: {message}"),
+                        api_calls,
+                    });
+                }
+                if records.len() > 1 {
+                    let (a, b) = records.split_at(records.len() / 2);
+                    let left = self.write_batch(object, op, a).await?;
+                    let right = self.write_batch(object, op, b).await?;
+                    let mut outcomes = left.outcomes;
+                    outcomes.extend(right.outcomes);
+                    return Ok(BatchReport {
+                        outcomes,
+                        api_calls: api_calls + left.api_calls + right.api_calls,
+                        throttled: throttled + left.throttled + right.throttled,
+                    });
+                }
+                return Ok(BatchReport {
+                    outcomes: reject_all(
+                        records,
+                        &category,
+                        &format!("HTTP {}: {message}", resp.status),
+                    ),
                     api_calls,
                     throttled,
                 });
             }
-        };
-        let outcomes = match resp.status {
-            200 | 201 | 207 => match serde_json::from_str::<BatchResponse>(&resp.body) {
-                Ok(b) => match_outcomes(records, &b, id_property),
-                Err(e) => {
-                    // The write may have applied, but we cannot tell which: leave every row unsynced so the next run resends it (upserts are idempotent).
-                    let msg = format!("unreadable HubSpot response ({e})");
-                    reject_all(records, "UNREADABLE_RESPONSE", &msg)
+            let outcomes = match resp.status {
+                200 | 201 | 207 => match serde_json::from_str::<BatchResponse>(&resp.body) {
+                    Ok(b) => match_outcomes(records, &b, id_property),
+                    Err(e) => {
+                        // The write may have applied, but we cannot tell which: leave every row
+                        // unsynced so the next run resends it (upserts and updates are idempotent).
+                        let msg = format!("unreadable HubSpot response ({e})");
+                        reject_all(records, "UNREADABLE_RESPONSE", &msg)
+                    }
+                },
+                status => {
+                    let (category, message) = error_category(&resp.body);
+                    reject_all(records, &category, &format!("HTTP {status}: {message}"))
                 }
-            },
-            401 | 403 => {
-                return Err(ConnectorError::Auth {
-                    connector: self.name.clone(),
-                    status: resp.status,
-                    message: error_message(&resp.body),
-                    api_calls,
-                });
-            }
-            status => {
-                let (category, message) = error_category(&resp.body);
-                reject_all(records, &category, &format!("HTTP {status}: {message}"))
-            }
-        };
-        Ok(BatchReport {
-            outcomes,
-            api_calls,
-            throttled,
+            };
+            Ok(BatchReport {
+                outcomes,
+                api_calls,
+                throttled,
+            })
         })
     }
+}
+
+/// A 400 that every record of the sync would meet: resending halves would only burn requests.
+fn is_setup_error(message: &str) -> bool {
+    message.contains("PROPERTY_DOESNT_EXIST")
+        || message.contains("READ_ONLY_VALUE")
+        || message.contains("Unable to infer object type")
 }
 
 fn reject_all(records: &[OutRecord], category: &str, message: &str) -> Vec<Outcome> {
@@ -129,6 +268,8 @@ struct ResultObject {
     id: String,
     #[serde(default)]
     properties: HashMap<String, Option<String>>,
+    #[serde(default, rename = "objectWriteTraceId")]
+    trace_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -141,9 +282,23 @@ struct StandardError {
     context: HashMap<String, Vec<String>>,
 }
 
-/// Pairs each input with its result or error. HubSpot does not promise result
-/// order, so results are matched on the id property's value (emails case-insensitively)
-/// and errors on `context.ids`; an input with neither was not confirmed and stays unsynced.
+impl StandardError {
+    fn rejection(&self) -> Outcome {
+        Outcome::Rejected {
+            category: if self.category.is_empty() {
+                "ERROR".into()
+            } else {
+                self.category.clone()
+            },
+            message: self.message.clone(),
+        }
+    }
+}
+
+/// Pairs each input with its result or error. HubSpot does not promise result order,
+/// so results are matched on the trace id each input carries, else on the id property's
+/// value (emails case-insensitively); errors on `context.ids` or the trace id. An input
+/// with neither was not confirmed and stays unsynced.
 fn match_outcomes(
     records: &[OutRecord],
     b: &BatchResponse,
@@ -151,13 +306,21 @@ fn match_outcomes(
 ) -> Vec<Outcome> {
     let norm = |s: &str| s.trim().to_lowercase();
     let mut errors: HashMap<String, &StandardError> = HashMap::new();
+    let mut errors_by_trace: HashMap<&str, &StandardError> = HashMap::new();
     for e in &b.errors {
         for id in e.context.get("ids").into_iter().flatten() {
             errors.insert(norm(id), e);
         }
+        for t in e.context.get("objectWriteTraceId").into_iter().flatten() {
+            errors_by_trace.insert(t.as_str(), e);
+        }
     }
     let mut results: HashMap<String, &ResultObject> = HashMap::new();
+    let mut results_by_trace: HashMap<&str, &ResultObject> = HashMap::new();
     for r in &b.results {
+        if let Some(t) = &r.trace_id {
+            results_by_trace.insert(t.as_str(), r);
+        }
         let id = match id_property {
             Some(p) => r.properties.get(p).cloned().flatten(),
             None => Some(r.id.clone()),
@@ -167,17 +330,24 @@ fn match_outcomes(
         }
     }
     let positional = b.errors.is_empty() && b.results.len() == records.len();
+    // A create names no id: when exactly one input is unaccounted for, the lone error is its.
+    let lone_error =
+        (b.errors.len() == 1 && records.len() == b.results.len() + 1).then(|| &b.errors[0]);
     records
         .iter()
         .enumerate()
         .map(|(i, rec)| {
+            let trace = i.to_string();
             let k = norm(&rec.id);
-            if let Some(e) = errors.get(&k) {
-                Outcome::Rejected {
-                    category: if e.category.is_empty() { "ERROR".into() } else { e.category.clone() },
-                    message: e.message.clone(),
+            if let Some(r) = results_by_trace.get(trace.as_str()) {
+                Outcome::Accepted {
+                    record_id: Some(r.id.clone()),
                 }
-            } else if let Some(r) = results.get(&k) {
+            } else if let Some(e) = errors_by_trace.get(trace.as_str()) {
+                e.rejection()
+            } else if let Some(e) = errors.get(&k).filter(|_| !k.is_empty()) {
+                e.rejection()
+            } else if let Some(r) = results.get(&k).filter(|_| !k.is_empty()) {
                 Outcome::Accepted {
                     record_id: Some(r.id.clone()),
                 }
@@ -185,6 +355,8 @@ fn match_outcomes(
                 Outcome::Accepted {
                     record_id: Some(b.results[i].id.clone()),
                 }
+            } else if let Some(e) = lone_error.filter(|_| b.results.iter().all(|r| r.trace_id.is_some())) {
+                e.rejection()
             } else {
                 Outcome::Rejected {
                     category: "NO_RESULT".into(),
@@ -209,10 +381,6 @@ fn error_category(body: &str) -> (String, String) {
     }
 }
 
-fn error_message(body: &str) -> String {
-    error_category(body).1
-}
-
 fn properties_json(props: &[(String, Option<String>)]) -> Value {
     let mut m = Map::new();
     for (k, v) in props {
@@ -221,6 +389,9 @@ fn properties_json(props: &[(String, Option<String>)]) -> Value {
     }
     Value::Object(m)
 }
+
+/// Search answers at most this many results a page, and takes this many values in an `IN` filter.
+const SEARCH_PAGE: usize = 100;
 
 #[async_trait::async_trait]
 impl Destination for HubSpot {
@@ -232,52 +403,358 @@ impl Destination for HubSpot {
         self.concurrency
     }
 
-    fn request_stats(&self) -> Option<std::sync::Arc<super::http::RequestStats>> {
+    fn request_stats(&self) -> Option<Arc<super::http::RequestStats>> {
         Some(self.client.stats())
     }
 
-    async fn upsert(
+    fn search_settle(&self) -> Duration {
+        self.settle
+    }
+
+    fn paused_until(&self) -> Option<DateTime<Utc>> {
+        self.client.budget().paused_until()
+    }
+
+    async fn write(
         &self,
         object: &str,
-        id_property: &str,
+        op: WriteOp<'_>,
         records: &[OutRecord],
     ) -> Result<BatchReport, ConnectorError> {
-        let inputs = records
+        self.write_batch(object, op, records).await
+    }
+
+    async fn archive(
+        &self,
+        object: &str,
+        records: &[OutRecord],
+    ) -> Result<BatchReport, ConnectorError> {
+        let what = format!("POST /crm/v3/objects/{object}/batch/archive");
+        let url = self.url(&format!("/crm/v3/objects/{object}/batch/archive"));
+        let inputs: Vec<Value> = records.iter().map(|r| json!({ "id": r.id })).collect();
+        let body = json!({ "inputs": inputs });
+        let (resp, api_calls, throttled) = self.call(&what, Request::post(&url, &body)).await?;
+        let outcomes = match resp.status {
+            // Archiving is all or nothing, and archiving an archived record is not an error.
+            200 | 204 => records
+                .iter()
+                .map(|r| Outcome::Accepted {
+                    record_id: Some(r.id.clone()),
+                })
+                .collect(),
+            status => {
+                let (category, message) = error_category(&resp.body);
+                reject_all(records, &category, &format!("HTTP {status}: {message}"))
+            }
+        };
+        Ok(BatchReport {
+            outcomes,
+            api_calls,
+            throttled,
+        })
+    }
+
+    async fn current_owners(
+        &self,
+        object: &str,
+        id_property: Option<&str>,
+        ids: &[String],
+    ) -> Result<Read<HashMap<String, Option<String>>>, ConnectorError> {
+        let what = format!("POST /crm/v3/objects/{object}/batch/read");
+        let url = self.url(&format!("/crm/v3/objects/{object}/batch/read"));
+        let mut body = json!({
+            "inputs": ids.iter().map(|id| json!({ "id": id })).collect::<Vec<_>>(),
+            "properties": [OWNER_PROPERTY],
+            "propertiesWithHistory": [],
+        });
+        if let Some(p) = id_property {
+            body["idProperty"] = json!(p);
+            body["properties"] = json!([OWNER_PROPERTY, p]);
+        }
+        let (resp, api_calls, throttled) = self.call(&what, Request::post(&url, &body)).await?;
+        if !matches!(resp.status, 200 | 207) {
+            let (category, message) = error_category(&resp.body);
+            return Err(ConnectorError::Unavailable {
+                connector: self.name.clone(),
+                message: format!("{what}: HTTP {}: {category}: {message}", resp.status),
+                api_calls,
+                throttled,
+            });
+        }
+        let b: BatchResponse =
+            serde_json::from_str(&resp.body).map_err(|e| ConnectorError::Unavailable {
+                connector: self.name.clone(),
+                message: format!("{what}: unreadable HubSpot response ({e})"),
+                api_calls,
+                throttled,
+            })?;
+        let norm = |s: &str| s.trim().to_lowercase();
+        let by_norm: HashMap<String, &String> = ids.iter().map(|id| (norm(id), id)).collect();
+        let mut value = HashMap::new();
+        for r in &b.results {
+            let found = match id_property {
+                Some(p) => r.properties.get(p).cloned().flatten(),
+                None => Some(r.id.clone()),
+            };
+            if let Some(id) = found.and_then(|f| by_norm.get(&norm(&f)).copied()) {
+                let owner = r
+                    .properties
+                    .get(OWNER_PROPERTY)
+                    .cloned()
+                    .flatten()
+                    .filter(|o| !o.is_empty());
+                value.insert(id.clone(), owner);
+            }
+        }
+        Ok(Read {
+            value,
+            api_calls,
+            throttled,
+        })
+    }
+
+    async fn resolve_owners(
+        &self,
+        values: &[String],
+    ) -> Result<Read<HashMap<String, Result<String, String>>>, ConnectorError> {
+        self.owners.resolve(self, values).await
+    }
+
+    async fn create_tasks(
+        &self,
+        key_property: &str,
+        tasks: &[TaskInput],
+    ) -> Result<TaskReport, ConnectorError> {
+        const WHAT: &str = "POST /crm/v3/objects/tasks/batch/create";
+        let inputs: Vec<Value> = tasks
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, t)| {
+                let mut props = t.properties.clone();
+                props.insert(key_property.to_string(), json!(t.task_key));
                 json!({
-                    "id": r.id,
-                    "idProperty": id_property,
-                    "properties": properties_json(&r.properties),
+                    "objectWriteTraceId": i.to_string(),
+                    "properties": props,
+                    "associations": [{
+                        "to": { "id": t.record_id },
+                        "types": [{
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": t.association_type_id,
+                        }],
+                    }],
                 })
             })
             .collect();
-        self.send_batch(
-            &format!("/crm/v3/objects/{object}/batch/upsert"),
-            inputs,
-            records,
-            Some(id_property),
-        )
-        .await
+        let url = self.url("/crm/v3/objects/tasks/batch/create");
+        let body = json!({ "inputs": inputs });
+        let req = Request {
+            idempotent: false,
+            ..Request::post(&url, &body)
+        };
+        let Sent {
+            result,
+            api_calls,
+            throttled,
+        } = self.client.send(req, classify_429).await;
+        let unknown = |message: String| TaskReport {
+            outcomes: tasks
+                .iter()
+                .map(|_| TaskOutcome::Unknown {
+                    message: message.clone(),
+                })
+                .collect(),
+            api_calls,
+            throttled,
+        };
+        let resp = match result {
+            Ok(r) => r,
+            Err(Failure::Ambiguous { message }) => {
+                return Ok(unknown(format!("{WHAT}: {message}")));
+            }
+            Err(f) => return Err(self.failure(WHAT, f, api_calls, throttled)),
+        };
+        if matches!(resp.status, 401 | 403) {
+            return Err(self.auth(&resp, api_calls));
+        }
+        let outcomes = match resp.status {
+            200 | 201 | 207 => match serde_json::from_str::<BatchResponse>(&resp.body) {
+                Ok(b) => {
+                    let created: HashMap<String, &ResultObject> = b
+                        .results
+                        .iter()
+                        .filter_map(|r| {
+                            let k = r.properties.get(key_property).cloned().flatten();
+                            k.or_else(|| {
+                                r.trace_id
+                                    .as_ref()
+                                    .and_then(|t| t.parse::<usize>().ok())
+                                    .and_then(|i| tasks.get(i))
+                                    .map(|t| t.task_key.clone())
+                            })
+                            .map(|k| (k, r))
+                        })
+                        .collect();
+                    let message = b
+                        .errors
+                        .iter()
+                        .map(|e| format!("{}: {}", e.category, e.message))
+                        .collect::<Vec<_>>()
+                        .join("; ");
+                    let by_trace: HashMap<&str, &StandardError> = b
+                        .errors
+                        .iter()
+                        .flat_map(|e| {
+                            e.context
+                                .get("objectWriteTraceId")
+                                .into_iter()
+                                .flatten()
+                                .map(move |t| (t.as_str(), e))
+                        })
+                        .collect();
+                    tasks
+                        .iter()
+                        .enumerate()
+                        .map(|(i, t)| match created.get(&t.task_key) {
+                            Some(r) => TaskOutcome::Created {
+                                task_id: r.id.clone(),
+                            },
+                            // HubSpot answered: what is not among the results was not created.
+                            None => match by_trace.get(i.to_string().as_str()) {
+                                Some(e) => TaskOutcome::Rejected {
+                                    category: e.category.clone(),
+                                    message: e.message.clone(),
+                                },
+                                None => TaskOutcome::Rejected {
+                                    category: "TASK_NOT_CREATED".into(),
+                                    message: if message.is_empty() {
+                                        "HubSpot did not create the task and named no reason".into()
+                                    } else {
+                                        message.clone()
+                                    },
+                                },
+                            },
+                        })
+                        .collect()
+                }
+                Err(e) => {
+                    return Ok(unknown(format!(
+                        "{WHAT}: unreadable HubSpot response ({e})"
+                    )));
+                }
+            },
+            400 if tasks.len() > 1 => {
+                // One bad task refuses the batch: send them one by one to find it.
+                let mut report = TaskReport {
+                    outcomes: Vec::new(),
+                    api_calls,
+                    throttled,
+                };
+                let (a, b) = tasks.split_at(tasks.len() / 2);
+                for half in [a, b] {
+                    let r = Box::pin(self.create_tasks(key_property, half)).await?;
+                    report.outcomes.extend(r.outcomes);
+                    report.api_calls += r.api_calls;
+                    report.throttled += r.throttled;
+                }
+                return Ok(report);
+            }
+            status => {
+                let (category, message) = error_category(&resp.body);
+                tasks
+                    .iter()
+                    .map(|_| TaskOutcome::Rejected {
+                        category: category.clone(),
+                        message: format!("HTTP {status}: {message}"),
+                    })
+                    .collect()
+            }
+        };
+        Ok(TaskReport {
+            outcomes,
+            api_calls,
+            throttled,
+        })
     }
 
-    async fn update(
+    async fn find_tasks(
         &self,
-        object: &str,
-        records: &[OutRecord],
-    ) -> Result<BatchReport, ConnectorError> {
-        let inputs = records
-            .iter()
-            .map(|r| json!({ "id": r.id, "properties": properties_json(&r.properties) }))
-            .collect();
-        self.send_batch(
-            &format!("/crm/v3/objects/{object}/batch/update"),
-            inputs,
-            records,
-            None,
-        )
-        .await
+        key_property: &str,
+        keys: &[String],
+    ) -> Result<Read<HashMap<String, String>>, ConnectorError> {
+        const WHAT: &str = "POST /crm/v3/objects/tasks/search";
+        let url = self.url("/crm/v3/objects/tasks/search");
+        let mut out: Read<HashMap<String, String>> = Read::default();
+        for chunk in keys.chunks(SEARCH_PAGE) {
+            let mut after: Option<String> = None;
+            loop {
+                let mut body = json!({
+                    "filterGroups": [{ "filters": [{
+                        "propertyName": key_property,
+                        "operator": "IN",
+                        "values": chunk,
+                    }]}],
+                    "properties": [key_property],
+                    "limit": SEARCH_PAGE,
+                });
+                if let Some(a) = &after {
+                    body["after"] = json!(a);
+                }
+                let req = Request {
+                    search: true,
+                    ..Request::post(&url, &body)
+                };
+                let (resp, calls, throttled) = self.call(WHAT, req).await?;
+                out.api_calls += calls;
+                out.throttled += throttled;
+                if resp.status != 200 {
+                    let (category, message) = error_category(&resp.body);
+                    return Err(ConnectorError::Unavailable {
+                        connector: self.name.clone(),
+                        message: format!("{WHAT}: HTTP {}: {category}: {message}", resp.status),
+                        api_calls: out.api_calls,
+                        throttled: out.throttled,
+                    });
+                }
+                let page: SearchPage =
+                    serde_json::from_str(&resp.body).map_err(|e| ConnectorError::Unavailable {
+                        connector: self.name.clone(),
+                        message: format!("{WHAT}: unreadable HubSpot response ({e})"),
+                        api_calls: out.api_calls,
+                        throttled: out.throttled,
+                    })?;
+                for r in page.results {
+                    if let Some(Some(k)) = r.properties.get(key_property) {
+                        // Two tasks with one key would be a duplicate made elsewhere: keep the first.
+                        out.value.entry(k.clone()).or_insert(r.id);
+                    }
+                }
+                match page.paging.and_then(|p| p.next).map(|n| n.after) {
+                    Some(a) => after = Some(a),
+                    None => break,
+                }
+            }
+        }
+        Ok(out)
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct SearchPage {
+    #[serde(default)]
+    results: Vec<ResultObject>,
+    #[serde(default)]
+    paging: Option<Paging>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct Paging {
+    #[serde(default)]
+    pub(crate) next: Option<NextPage>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct NextPage {
+    pub(crate) after: String,
 }
 
 #[cfg(test)]
@@ -325,6 +802,27 @@ mod tests {
             }
         );
         assert!(matches!(&got[3], Outcome::Rejected { category, .. } if category == "NO_RESULT"));
+    }
+
+    #[test]
+    fn trace_ids_pair_creates_with_their_results() {
+        let body = r#"{"status":"COMPLETE","results":[
+            {"id":"9","properties":{},"objectWriteTraceId":"1"}],
+            "errors":[{"status":"error","category":"VALIDATION_ERROR","message":"bad owner","context":{}}]}"#;
+        let b: BatchResponse = serde_json::from_str(body).unwrap();
+        let none = |k: &str| OutRecord {
+            key: k.into(),
+            id: String::new(),
+            properties: vec![],
+        };
+        let got = match_outcomes(&[none("a"), none("b")], &b, None);
+        assert!(matches!(&got[0], Outcome::Rejected { message, .. } if message == "bad owner"));
+        assert_eq!(
+            got[1],
+            Outcome::Accepted {
+                record_id: Some("9".into())
+            }
+        );
     }
 
     #[test]

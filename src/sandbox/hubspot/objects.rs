@@ -247,6 +247,11 @@ fn apply_keyed<R: Serialize>(
     let started = Utc::now();
     let keyed = keyed_inputs(kind, body, action)?;
     let mut data = state.lock();
+    unknown_properties(
+        &data.properties,
+        kind,
+        keyed.iter().map(|(_, input)| &input.properties),
+    )?;
     let Data {
         store,
         owners,
@@ -601,6 +606,11 @@ fn create_records(
 ) -> Result<(Vec<ObjectResult>, Vec<StandardError>), ApiError> {
     let request = CreateRequest { inputs };
     let mut data = state.lock();
+    unknown_properties(
+        &data.properties,
+        kind,
+        request.inputs.iter().map(|input| &input.properties),
+    )?;
     let Data {
         store,
         owners,
@@ -759,6 +769,43 @@ fn invalid_properties(
         .iter()
         .filter_map(|(name, value)| check_property(kind, name, value, owners))
         .collect()
+}
+
+/// HubSpot refuses a whole batch that writes a property the account does not have.
+fn unknown_properties<'a>(
+    custom: &BTreeMap<String, Vec<String>>,
+    kind: ObjectType,
+    inputs: impl Iterator<Item = &'a BTreeMap<String, String>>,
+) -> Result<(), ApiError> {
+    let mut missing: Vec<&str> = Vec::new();
+    for properties in inputs {
+        for name in properties.keys() {
+            if !crate::sandbox::property_exists(custom, kind, name)
+                && !missing.contains(&name.as_str())
+            {
+                missing.push(name);
+            }
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let details: Vec<String> = missing
+        .iter()
+        .map(|name| {
+            serde_json::json!({
+                "isValid": false,
+                "message": format!("Property \"{name}\" does not exist"),
+                "error": "PROPERTY_DOESNT_EXIST",
+                "name": name,
+            })
+            .to_string()
+        })
+        .collect();
+    Err(ApiError::Validation(format!(
+        "Property values were not valid: [{}]",
+        details.join(",")
+    )))
 }
 
 /// [`invalid_properties`] plus the properties a create must set.
