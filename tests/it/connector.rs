@@ -32,12 +32,12 @@ fn seeded(contacts: &[(&str, &[(&str, &str)])]) -> SandboxConfig {
     config
 }
 
-fn model(sync: &str) -> String {
+pub(crate) fn model(sync: &str) -> String {
     format!("primary_key = \"lead_id\"\n\n[[sync]]\nconnector = \"hubspot\"\n{sync}\n")
 }
 
 /// Leads whose `notes` column holds an owner (an email or an id).
-fn owned(n: u32, owner: impl Fn(u32) -> String) -> Vec<Lead> {
+pub(crate) fn owned(n: u32, owner: impl Fn(u32) -> String) -> Vec<Lead> {
     leads(n)
         .into_iter()
         .map(|mut l| {
@@ -245,7 +245,7 @@ async fn fill_empty_keeps_an_existing_owner_and_overwrite_replaces_it() {
     }
 }
 
-const TASK_SYNC: &str = r#"object = "contacts"
+pub(crate) const TASK_SYNC: &str = r#"object = "contacts"
 match = { column = "email", property = "email" }
 mapping = { name = "firstname", score = "lead_score", notes = "hubspot_owner_id" }
 set = { nurture_status = "exited" }
@@ -254,7 +254,7 @@ handoff_timestamp = "handoff_date"
 task = { subject = "Call {name}", body = "Score {lead_score}, handed off by handoff", due = "2h", priority = "high", type = "call" }"#;
 
 /// Tasks by the contact id they are attached to.
-async fn tasks_by_contact(f: &Fixture) -> BTreeMap<String, Vec<Value>> {
+pub(crate) async fn tasks_by_contact(f: &Fixture) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for t in f.objects("tasks").await {
         for a in t["associations"].as_array().cloned().unwrap_or_default() {

@@ -4,5 +4,6 @@ mod cli;
 mod common;
 mod connector;
 mod daemon;
+mod kill;
 mod models;
 mod sync;
