@@ -45,6 +45,7 @@ mod errors;
 #[cfg(test)]
 mod fault_tests;
 mod faults;
+mod gate;
 mod hubspot;
 mod inspect;
 mod limits;
