@@ -53,6 +53,7 @@ mod limits;
 mod object_tests;
 #[cfg(test)]
 pub(crate) mod openapi;
+mod salesforce;
 mod stats;
 mod store;
 #[cfg(test)]
@@ -81,6 +82,10 @@ use store::{ObjectStore, ObjectType};
 
 pub use faults::{FaultCounts, Faults};
 pub use inspect::DuplicateGroup;
+pub use salesforce::{
+    DEFAULT_BULK_PROCESSING_MS, DEFAULT_DAILY_API_REQUESTS, DEFAULT_TOKEN_LIFETIME_SECS,
+    SalesforceConfig, SalesforceSeed, SeedRecord,
+};
 pub use stats::SandboxStats;
 
 /// The sandbox's default address is `http://127.0.0.1:4010`.
@@ -103,6 +108,8 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The search endpoints' own limit, requests per second (HubSpot: about 5); `0` means unlimited.
     pub search_per_second: u32,
+    /// The Salesforce API's allocation, token lifetime, client credentials and Bulk API pace.
+    pub salesforce: SalesforceConfig,
 }
 
 impl Default for SandboxConfig {
@@ -116,6 +123,7 @@ impl Default for SandboxConfig {
             seed: Seed::demo(),
             faults: Faults::default(),
             search_per_second: 5,
+            salesforce: SalesforceConfig::default(),
         }
     }
 }
@@ -144,6 +152,9 @@ pub struct Seed {
     /// Companies (accounts) that exist before the first request, as property maps.
     #[serde(default)]
     pub companies: Vec<BTreeMap<String, String>>,
+    /// The Salesforce org's users and records. A seed file without `salesforce` keeps the demo's.
+    #[serde(default = "SalesforceSeed::demo")]
+    pub salesforce: SalesforceSeed,
 }
 
 fn demo_owners() -> Vec<Owner> {
@@ -151,16 +162,23 @@ fn demo_owners() -> Vec<Owner> {
 }
 
 impl Seed {
-    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}]}`.
+    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}],
+    /// "salesforce": {"users": [...], "leads": [...], ...}}`.
     pub fn from_file(path: &std::path::Path) -> Result<Seed, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let seed: Seed =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        seed.salesforce
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(seed)
     }
 }
 
 impl Seed {
     /// Eight active owners, ids `"101"`..=`"108"` with emails `rep1@demo.handoff.dev`..`rep8@…`,
-    /// and one archived owner, `"109"` (`rep9@demo.handoff.dev`). No contacts.
+    /// and one archived owner, `"109"` (`rep9@demo.handoff.dev`). No contacts. Salesforce:
+    /// the same people as users, after an integration user ([`SalesforceSeed::demo`]).
     pub fn demo() -> Seed {
         const NAMES: [(&str, &str); 9] = [
             ("Ava", "Chen"),
@@ -197,6 +215,7 @@ impl Seed {
             owners,
             contacts: Vec::new(),
             companies: Vec::new(),
+            salesforce: SalesforceSeed::demo(),
         }
     }
 }
@@ -378,6 +397,8 @@ async fn run(
 fn router(state: Shared) -> Router {
     Router::new()
         .nest("/crm", hubspot::router(state.clone()))
+        .nest("/services", salesforce::router(state.clone()))
+        .merge(salesforce::inspect_router())
         .merge(inspect::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -414,6 +435,7 @@ pub(crate) struct Data {
     pub search_limiter: RateLimiter,
     pub stats: SandboxStats,
     pub faults: FaultState,
+    pub salesforce: salesforce::SalesforceState,
 }
 
 impl SandboxState {
@@ -454,7 +476,13 @@ impl Data {
         for properties in &config.seed.companies {
             companies.create(properties, now);
         }
+        let (salesforce, problems) =
+            salesforce::SalesforceState::seeded(&config.salesforce, &config.seed.salesforce);
+        for problem in problems {
+            tracing::warn!(%problem, "sandbox seed record skipped");
+        }
         Data {
+            salesforce,
             store,
             owners: config.seed.owners.clone(),
             limiter: RateLimiter::new(Limits {
