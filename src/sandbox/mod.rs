@@ -1,8 +1,9 @@
-//! A local HubSpot API emulator for tests, the demo and benchmarks.
+//! A local HubSpot and Salesforce API emulator for tests, the demo and benchmarks.
 //!
-//! It speaks the slice of HubSpot's CRM API the connectors use, with the same
-//! JSON shapes (from HubSpot's published OpenAPI specs), the same error bodies
-//! and the same rate limits and headers, so a sync can run end to end offline.
+//! It speaks the slice of HubSpot's CRM API and of Salesforce's REST API the
+//! connectors use, on one port (their paths do not collide), with the same JSON
+//! shapes (HubSpot's from its published OpenAPI specs), the same error bodies and
+//! the same rate limits and headers, so a sync can run end to end offline.
 //! Everything lives in memory.
 //!
 //! Object types: `contacts` (unique `email`), `companies` (unique `domain`), `deals`
@@ -20,20 +21,33 @@
 //! | `GET /crm/v3/objects/{type}/{id}` | read one (`?idProperty=email`, `?archived=true`) |
 //! | `POST /crm/v3/objects/{type}/search` | filter groups, sorts, `limit` ≤ 200, `after`, 10,000-result cap; own rate limit |
 //! | `GET /crm/v3/owners`, `GET /crm/v3/owners/{ownerId}` | the seeded owners, paged |
-//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]) |
+//! | `POST /services/oauth2/token` | Salesforce: `client_credentials` and JWT bearer grants; tokens expire |
+//! | `POST`/`PATCH`/`DELETE /services/data/vNN.N/composite/sobjects` | Salesforce collections: create, update by id, delete `?ids=`; ≤ 200, `allOrNone` |
+//! | `PATCH /services/data/vNN.N/composite/sobjects/{SObject}/{ExternalIdField}` | upsert by external id (or `Id`) |
+//! | `GET /services/data/vNN.N/composite/sobjects/{SObject}?ids=&fields=` | read records in order (`null` for missing ones) |
+//! | `POST /services/data/vNN.N/sobjects/{SObject}`, `GET`/`PATCH`/`DELETE …/{SObject}/{id}`, `PATCH …/{SObject}/{field}/{value}` | one record |
+//! | `GET /services/data/vNN.N/query?q=`, `/queryAll?q=`, `/query/{locator}` | SOQL subset, `nextRecordsUrl` paging (2,000, or `Sforce-Query-Options: batchSize`) |
+//! | `POST`/`GET /services/data/vNN.N/jobs/ingest`, `GET`/`PATCH`/`DELETE …/{jobId}`, `PUT …/{jobId}/batches` | Bulk API 2.0 ingest jobs (CSV) |
+//! | `GET …/jobs/ingest/{jobId}/successfulResults/`, `failedResults/`, `unprocessedrecords/` | a job's result CSVs |
+//! | `GET /services/data/vNN.N/limits` | `DailyApiRequests` `Max` and `Remaining` |
+//! | `GET /_sandbox/salesforce/{SObject}` | the stored `User`/`Lead`/`Contact`/`Account`/`Task` records (`?deleted=true`: the recycle bin) |
+//! | `POST /_sandbox/salesforce/clock` | `{"advance_secs": N}` moves Salesforce's clock: token expiry, API window, Bulk jobs |
+//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]), both vendors |
 //! | `GET /_sandbox/{type}` | every live record with its associations (`?archived=true`: the archived ones) |
 //! | `GET /_sandbox/duplicates` | groups of live tasks with the same subject, owner and associations |
 //! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms`, `search_per_second`, `faults` |
-//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults |
+//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults (Salesforce sessions and jobs are forgotten) |
 //! | `GET /_sandbox/health` | liveness |
 //!
 //! Faults ([`Faults`]) are drawn from a seeded RNG: server errors (500/502/503 before
 //! applying), added latency, hung requests, connections closed *after* a write was
-//! applied, and per-record 207 failures. Each is counted under `faults` in the stats.
+//! applied, and per-record failures (HubSpot's 207s; Salesforce's per-record errors in
+//! collection results and failed Bulk API rows). Each is counted under `faults` in the stats.
 //!
-//! `/crm` requests need `Authorization: Bearer <token>` and pass through one
-//! gate (auth, rate limit, counters, rate-limit headers), so new object types
-//! and vendors only add handlers.
+//! `/crm` and `/services/data` requests need `Authorization: Bearer <token>` and pass
+//! through one gate (`gate.rs`: auth, rate limit, faults, counters, rate-limit headers),
+//! so new object types and vendors only add handlers and a `gate::Api`. The
+//! Salesforce side is described in `salesforce/mod.rs`.
 //!
 //! Archived records behave as in HubSpot: reads, updates and upserts no longer
 //! find them (only reads with `archived=true` do), and their email is free for a
