@@ -36,6 +36,10 @@ pub(crate) trait Api {
 
     /// Whether the request may change data (only writes are dropped after applying).
     fn is_write(&self, request: &Request) -> bool;
+
+    /// The prefix the API's router is nested under: a request to an unknown route has
+    /// lost it from its path, and is counted with it put back.
+    fn mount(&self) -> &'static str;
 }
 
 /// Runs one request through `api`'s gate and on to `next`.
@@ -45,7 +49,7 @@ pub(crate) async fn pass<A: Api>(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let endpoint = endpoint_key(&request);
+    let endpoint = endpoint_key(&request, api.mount());
 
     let latency = state.lock().faults.faults.latency_ms;
     if latency > 0 {
@@ -126,14 +130,13 @@ pub(crate) async fn pass<A: Api>(
     response
 }
 
-/// `"METHOD /route"` with the route's template, so ids do not split the counters.
-pub(crate) fn endpoint_key(request: &Request) -> String {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|matched| matched.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
-    format!("{} {path}", request.method())
+/// `"METHOD /route"` with the route's template, so ids do not split the counters; an
+/// unknown route as it was sent.
+pub(crate) fn endpoint_key(request: &Request, mount: &str) -> String {
+    match request.extensions().get::<MatchedPath>() {
+        Some(matched) => format!("{} {}", request.method(), matched.as_str()),
+        None => format!("{} {mount}{}", request.method(), request.uri().path()),
+    }
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if it has a non-empty one.

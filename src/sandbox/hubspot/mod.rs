@@ -92,6 +92,10 @@ impl Api for HubSpot {
         ApiError::Injected(status).into_response()
     }
 
+    fn mount(&self) -> &'static str {
+        "/crm"
+    }
+
     /// Anything but a GET, a read or a search.
     fn is_write(&self, request: &Request) -> bool {
         request.method() != axum::http::Method::GET

@@ -433,6 +433,10 @@ impl Api for Rest {
     fn is_write(&self, request: &Request) -> bool {
         request.method() != Method::GET
     }
+
+    fn mount(&self) -> &'static str {
+        "/services/data"
+    }
 }
 
 /// The token endpoint at the gate: no token and no allocation, but counted and faulted.
@@ -457,6 +461,10 @@ impl Api for Login {
 
     fn is_write(&self, _: &Request) -> bool {
         false
+    }
+
+    fn mount(&self) -> &'static str {
+        "/services"
     }
 }
 

@@ -244,11 +244,13 @@ async fn requests_need_a_bearer_token() {
         sf.h.send(sf.h.http.get(sf.h.url(&format!("{V}/nothing/here"))))
             .await;
     assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    let stats = sf.stats().await;
+    assert_eq!(stats.count("GET /services/data/{version}/limits", 401), 2);
     assert_eq!(
-        sf.stats()
-            .await
-            .count("GET /services/data/{version}/limits", 401),
-        2
+        stats.count("GET /services/data/v62.0/nothing/here", 401),
+        1,
+        "an unknown route is counted as sent: {:?}",
+        stats.by_endpoint
     );
 }
 
