@@ -50,7 +50,7 @@ pub enum Command {
     Status(StatusArgs),
     /// The offline quickstart: sample warehouse, local sandbox, two runs.
     Demo(DemoArgs),
-    /// Serve the local HubSpot API emulator.
+    /// Serve the local HubSpot and Salesforce API emulator.
     Sandbox(SandboxArgs),
 }
 
@@ -127,10 +127,26 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub token_env: Option<String>,
     /// Start with the owners, contacts and companies in this JSON file
-    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}]}`; without
-    /// `owners`, the demo's owners are kept).
+    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}], "salesforce": {...}}`;
+    /// without `owners` or `salesforce`, the demo's owners and users are kept).
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// Salesforce API requests allowed in any rolling 24 hours before 403 REQUEST_LIMIT_EXCEEDED.
+    #[arg(long, default_value_t = sandbox::DEFAULT_DAILY_API_REQUESTS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub salesforce_daily_api_requests: u32,
+    /// How long a Salesforce access token from /services/oauth2/token stays valid.
+    #[arg(long, default_value_t = sandbox::DEFAULT_TOKEN_LIFETIME_SECS)]
+    pub salesforce_token_lifetime_secs: u64,
+    /// Accept only this client id (consumer key) at the Salesforce token endpoint (default: any).
+    #[arg(long)]
+    pub salesforce_client_id: Option<String>,
+    /// Accept only the client secret in this environment variable (default: any).
+    #[arg(long)]
+    pub salesforce_client_secret_env: Option<String>,
+    /// How long after UploadComplete a Salesforce Bulk API job is processed.
+    #[arg(long, default_value_t = sandbox::DEFAULT_BULK_PROCESSING_MS)]
+    pub salesforce_bulk_processing_ms: u64,
 }
 
 /// Parses arguments and runs; returns the process exit code.
@@ -517,37 +533,56 @@ pub fn failed_summary(sync: &str, error: &str) -> Summary {
     }
 }
 
-async fn serve_sandbox(a: SandboxArgs) -> u8 {
-    let token = match &a.token_env {
-        Some(var) => match std::env::var(var) {
-            Ok(t) if !t.is_empty() => Some(t),
-            _ => {
-                eprintln!("error: --token-env {var}: the variable is not set");
-                return EXIT_USAGE;
-            }
+/// The sandbox's configuration from its arguments; `env` reads environment variables.
+/// Errors name the variable or file, never a secret's value.
+fn sandbox_config(
+    a: &SandboxArgs,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<sandbox::SandboxConfig, String> {
+    let secret = |flag: &str, var: &Option<String>| match var {
+        Some(var) => match env(var) {
+            Some(value) if !value.is_empty() => Ok(Some(value)),
+            _ => Err(format!("{flag} {var}: the variable is not set")),
         },
-        None => None,
+        None => Ok(None),
     };
+    let token = secret("--token-env", &a.token_env)?;
+    let client_secret = secret(
+        "--salesforce-client-secret-env",
+        &a.salesforce_client_secret_env,
+    )?;
     let seed = match &a.seed {
-        Some(path) => match sandbox::Seed::from_file(path) {
-            Ok(seed) => seed,
-            Err(e) => {
-                eprintln!("error: --seed {}", report::term_safe(&e));
-                return EXIT_USAGE;
-            }
-        },
+        Some(path) => sandbox::Seed::from_file(path)
+            .map_err(|e| format!("--seed {}", report::term_safe(&e)))?,
         None => sandbox::Seed::demo(),
     };
-    let config = sandbox::SandboxConfig {
+    Ok(sandbox::SandboxConfig {
         seed,
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], a.port)),
         burst_per_10s: a.burst_per_10s,
         daily_limit: a.daily_limit,
         token,
+        salesforce: sandbox::SalesforceConfig {
+            daily_api_requests: a.salesforce_daily_api_requests,
+            token_lifetime_secs: a.salesforce_token_lifetime_secs,
+            client_id: a.salesforce_client_id.clone(),
+            client_secret,
+            bulk_processing_ms: a.salesforce_bulk_processing_ms,
+        },
         ..sandbox::SandboxConfig::default()
+    })
+}
+
+async fn serve_sandbox(a: SandboxArgs) -> u8 {
+    let config = match sandbox_config(&a, |var| std::env::var(var).ok()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
     };
     eprintln!(
-        "sandbox: HubSpot API on http://127.0.0.1:{} (Ctrl-C to stop)",
+        "sandbox: HubSpot and Salesforce APIs on http://127.0.0.1:{} (Ctrl-C to stop)",
         a.port
     );
     let shutdown = async {
@@ -773,4 +808,64 @@ fn status_text(s: &SyncStatus) -> String {
         }
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sandbox_args(args: &[&str]) -> SandboxArgs {
+        let cli = Cli::try_parse_from(["handoff", "sandbox"].iter().chain(args))
+            .expect("arguments parse");
+        match cli.command {
+            Command::Sandbox(a) => a,
+            other => panic!("not sandbox: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sandbox_defaults_are_salesforces() {
+        let config = sandbox_config(&sandbox_args(&[]), |_| None).expect("a config");
+        assert_eq!(config.salesforce, sandbox::SalesforceConfig::default());
+        assert_eq!(config.salesforce.daily_api_requests, 100_000);
+        assert_eq!(config.salesforce.token_lifetime_secs, 7_200);
+    }
+
+    #[test]
+    fn sandbox_salesforce_options_and_secrets_from_the_environment() {
+        let a = sandbox_args(&[
+            "--salesforce-daily-api-requests",
+            "15000",
+            "--salesforce-token-lifetime-secs",
+            "60",
+            "--salesforce-client-id",
+            "consumer-key",
+            "--salesforce-client-secret-env",
+            "SF_SECRET",
+            "--salesforce-bulk-processing-ms",
+            "0",
+        ]);
+        let env = |var: &str| (var == "SF_SECRET").then(|| "s3cret".to_owned());
+        let config = sandbox_config(&a, env).expect("a config");
+        assert_eq!(
+            config.salesforce,
+            sandbox::SalesforceConfig {
+                daily_api_requests: 15_000,
+                token_lifetime_secs: 60,
+                client_id: Some("consumer-key".into()),
+                client_secret: Some("s3cret".into()),
+                bulk_processing_ms: 0,
+            }
+        );
+        let error = sandbox_config(&a, |_| None).expect_err("the variable is missing");
+        assert_eq!(
+            error,
+            "--salesforce-client-secret-env SF_SECRET: the variable is not set"
+        );
+        assert!(
+            Cli::try_parse_from(["handoff", "sandbox", "--salesforce-daily-api-requests", "0"])
+                .is_err(),
+            "an allocation of zero is refused"
+        );
+    }
 }

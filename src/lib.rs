@@ -16,7 +16,7 @@
 //! - [`scheduler`]: the daemon (`handoff run`): cron and interval ticks, triggers, no overlapping
 //!   runs, reloads, graceful shutdown.
 //! - [`server`]: the daemon's HTTP server: health, readiness, Prometheus metrics, the control API.
-//! - [`sandbox`]: a local HubSpot API emulator for tests, the demo and benchmarks.
+//! - [`sandbox`]: a local HubSpot and Salesforce API emulator for tests, the demo and benchmarks.
 //! - [`report`]: run summaries for the terminal and JSON Lines.
 //! - [`demo`]: the offline quickstart: sample warehouse, sandbox, two runs.
 //! - [`cli`]: the command-line interface.

@@ -49,6 +49,7 @@ async fn reset_stats(State(state): State<Shared>) -> Response {
     data.stats = Default::default();
     data.limiter.clear();
     data.search_limiter.clear();
+    data.salesforce.limiter.clear();
     drop(data);
     axum::Json(json!({"status": "ok"})).into_response()
 }

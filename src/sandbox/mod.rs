@@ -1,8 +1,9 @@
-//! A local HubSpot API emulator for tests, the demo and benchmarks.
+//! A local HubSpot and Salesforce API emulator for tests, the demo and benchmarks.
 //!
-//! It speaks the slice of HubSpot's CRM API the connectors use, with the same
-//! JSON shapes (from HubSpot's published OpenAPI specs), the same error bodies
-//! and the same rate limits and headers, so a sync can run end to end offline.
+//! It speaks the slice of HubSpot's CRM API and of Salesforce's REST API the
+//! connectors use, on one port (their paths do not collide), with the same JSON
+//! shapes (HubSpot's from its published OpenAPI specs), the same error bodies and
+//! the same rate limits and headers, so a sync can run end to end offline.
 //! Everything lives in memory.
 //!
 //! Object types: `contacts` (unique `email`), `companies` (unique `domain`), `deals`
@@ -20,20 +21,33 @@
 //! | `GET /crm/v3/objects/{type}/{id}` | read one (`?idProperty=email`, `?archived=true`) |
 //! | `POST /crm/v3/objects/{type}/search` | filter groups, sorts, `limit` ≤ 200, `after`, 10,000-result cap; own rate limit |
 //! | `GET /crm/v3/owners`, `GET /crm/v3/owners/{ownerId}` | the seeded owners, paged |
-//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]) |
+//! | `POST /services/oauth2/token` | Salesforce: `client_credentials` and JWT bearer grants; tokens expire |
+//! | `POST`/`PATCH`/`DELETE /services/data/vNN.N/composite/sobjects` | Salesforce collections: create, update by id, delete `?ids=`; ≤ 200, `allOrNone` |
+//! | `PATCH /services/data/vNN.N/composite/sobjects/{SObject}/{ExternalIdField}` | upsert by external id (or `Id`) |
+//! | `GET /services/data/vNN.N/composite/sobjects/{SObject}?ids=&fields=` | read records in order (`null` for missing ones) |
+//! | `POST /services/data/vNN.N/sobjects/{SObject}`, `GET`/`PATCH`/`DELETE …/{SObject}/{id}`, `PATCH …/{SObject}/{field}/{value}` | one record |
+//! | `GET /services/data/vNN.N/query?q=`, `/queryAll?q=`, `/query/{locator}` | SOQL subset, `nextRecordsUrl` paging (2,000, or `Sforce-Query-Options: batchSize`) |
+//! | `POST`/`GET /services/data/vNN.N/jobs/ingest`, `GET`/`PATCH`/`DELETE …/{jobId}`, `PUT …/{jobId}/batches` | Bulk API 2.0 ingest jobs (CSV) |
+//! | `GET …/jobs/ingest/{jobId}/successfulResults/`, `failedResults/`, `unprocessedrecords/` | a job's result CSVs |
+//! | `GET /services/data/vNN.N/limits` | `DailyApiRequests` `Max` and `Remaining` |
+//! | `GET /_sandbox/salesforce/{SObject}` | the stored `User`/`Lead`/`Contact`/`Account`/`Task` records (`?deleted=true`: the recycle bin) |
+//! | `POST /_sandbox/salesforce/clock` | `{"advance_secs": N}` moves Salesforce's clock: token expiry, API window, Bulk jobs |
+//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]), both vendors |
 //! | `GET /_sandbox/{type}` | every live record with its associations (`?archived=true`: the archived ones) |
 //! | `GET /_sandbox/duplicates` | groups of live tasks with the same subject, owner and associations |
 //! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms`, `search_per_second`, `faults` |
-//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults |
+//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults (Salesforce sessions and jobs are forgotten) |
 //! | `GET /_sandbox/health` | liveness |
 //!
 //! Faults ([`Faults`]) are drawn from a seeded RNG: server errors (500/502/503 before
 //! applying), added latency, hung requests, connections closed *after* a write was
-//! applied, and per-record 207 failures. Each is counted under `faults` in the stats.
+//! applied, and per-record failures (HubSpot's 207s; Salesforce's per-record errors in
+//! collection results and failed Bulk API rows). Each is counted under `faults` in the stats.
 //!
-//! `/crm` requests need `Authorization: Bearer <token>` and pass through one
-//! gate (auth, rate limit, counters, rate-limit headers), so new object types
-//! and vendors only add handlers.
+//! `/crm` and `/services/data` requests need `Authorization: Bearer <token>` and pass
+//! through one gate (`gate.rs`: auth, rate limit, faults, counters, rate-limit headers),
+//! so new object types and vendors only add handlers and a `gate::Api`. The
+//! Salesforce side is described in `salesforce/mod.rs`.
 //!
 //! Archived records behave as in HubSpot: reads, updates and upserts no longer
 //! find them (only reads with `archived=true` do), and their email is free for a
@@ -45,6 +59,7 @@ mod errors;
 #[cfg(test)]
 mod fault_tests;
 mod faults;
+mod gate;
 mod hubspot;
 mod inspect;
 mod limits;
@@ -52,6 +67,7 @@ mod limits;
 mod object_tests;
 #[cfg(test)]
 pub(crate) mod openapi;
+mod salesforce;
 mod stats;
 mod store;
 #[cfg(test)]
@@ -80,6 +96,10 @@ use store::{ObjectStore, ObjectType};
 
 pub use faults::{FaultCounts, Faults};
 pub use inspect::DuplicateGroup;
+pub use salesforce::{
+    DEFAULT_BULK_PROCESSING_MS, DEFAULT_DAILY_API_REQUESTS, DEFAULT_TOKEN_LIFETIME_SECS,
+    SalesforceConfig, SalesforceSeed, SeedRecord,
+};
 pub use stats::SandboxStats;
 
 /// The sandbox's default address is `http://127.0.0.1:4010`.
@@ -102,6 +122,8 @@ pub struct SandboxConfig {
     pub faults: Faults,
     /// The search endpoints' own limit, requests per second (HubSpot: about 5); `0` means unlimited.
     pub search_per_second: u32,
+    /// The Salesforce API's allocation, token lifetime, client credentials and Bulk API pace.
+    pub salesforce: SalesforceConfig,
 }
 
 impl Default for SandboxConfig {
@@ -115,6 +137,7 @@ impl Default for SandboxConfig {
             seed: Seed::demo(),
             faults: Faults::default(),
             search_per_second: 5,
+            salesforce: SalesforceConfig::default(),
         }
     }
 }
@@ -148,6 +171,9 @@ pub struct Seed {
     /// (`PROPERTY_DOESNT_EXIST`). A seed file without `properties` keeps the demo's.
     #[serde(default = "demo_properties")]
     pub properties: BTreeMap<String, Vec<String>>,
+    /// The Salesforce org's users and records. A seed file without `salesforce` keeps the demo's.
+    #[serde(default = "SalesforceSeed::demo")]
+    pub salesforce: SalesforceSeed,
 }
 
 fn demo_properties() -> BTreeMap<String, Vec<String>> {
@@ -175,16 +201,23 @@ fn demo_owners() -> Vec<Owner> {
 }
 
 impl Seed {
-    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}]}`.
+    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}],
+    /// "salesforce": {"users": [...], "leads": [...], ...}}`.
     pub fn from_file(path: &std::path::Path) -> Result<Seed, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+        let seed: Seed =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        seed.salesforce
+            .check()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(seed)
     }
 }
 
 impl Seed {
     /// Eight active owners, ids `"101"`..=`"108"` with emails `rep1@demo.handoff.dev`..`rep8@…`,
-    /// and one archived owner, `"109"` (`rep9@demo.handoff.dev`). No contacts.
+    /// and one archived owner, `"109"` (`rep9@demo.handoff.dev`). No contacts. Salesforce:
+    /// the same people as users, after an integration user ([`SalesforceSeed::demo`]).
     pub fn demo() -> Seed {
         const NAMES: [(&str, &str); 9] = [
             ("Ava", "Chen"),
@@ -245,6 +278,7 @@ impl Seed {
                 ),
                 ("tasks".to_string(), vec!["handoff_task_key".to_string()]),
             ]),
+            salesforce: SalesforceSeed::demo(),
         }
     }
 }
@@ -426,6 +460,8 @@ async fn run(
 fn router(state: Shared) -> Router {
     Router::new()
         .nest("/crm", hubspot::router(state.clone()))
+        .nest("/services", salesforce::router(state.clone()))
+        .merge(salesforce::inspect_router())
         .merge(inspect::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
@@ -464,6 +500,7 @@ pub(crate) struct Data {
     pub search_limiter: RateLimiter,
     pub stats: SandboxStats,
     pub faults: FaultState,
+    pub salesforce: salesforce::SalesforceState,
 }
 
 impl SandboxState {
@@ -504,7 +541,13 @@ impl Data {
         for properties in &config.seed.companies {
             companies.create(properties, now);
         }
+        let (salesforce, problems) =
+            salesforce::SalesforceState::seeded(&config.salesforce, &config.seed.salesforce);
+        for problem in problems {
+            tracing::warn!(%problem, "sandbox seed record skipped");
+        }
         Data {
+            salesforce,
             store,
             owners: config.seed.owners.clone(),
             properties: config.seed.properties.clone(),

@@ -6,17 +6,17 @@ mod owners;
 mod search;
 
 use axum::Router;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::Shared;
 use super::errors::ApiError;
-use super::faults::{Connection, Verdict, hang_for};
+use super::gate::{self, Api, Refusal};
 use super::limits::{Admission, Quota};
+use super::{Data, SandboxState, Shared};
 
 /// The `/crm` router, to be nested under `/crm`.
 pub(super) fn router(state: Shared) -> Router<Shared> {
@@ -40,138 +40,77 @@ async fn method_not_allowed(request: Request) -> Response {
 
 /// Authenticates, applies the rate limits, counts the request and stamps HubSpot's rate-limit headers.
 async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
-    let endpoint = endpoint_key(&request);
+    gate::pass(&HubSpot, &state, request, next).await
+}
 
-    let latency = state.lock().faults.faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+/// HubSpot at the gate: any (or the configured) bearer token, the burst and daily
+/// budgets, and search's own limit, whose answers carry no rate-limit headers.
+struct HubSpot;
+
+impl Api for HubSpot {
+    /// `None` for a search request.
+    type Quota = Option<Quota>;
+
+    fn authenticate(&self, state: &SandboxState, request: &mut Request) -> Result<(), Refusal> {
+        if authorized(request.headers(), state.token()) {
+            Ok(())
+        } else {
+            Err(Box::new(ApiError::Unauthenticated.into_response()))
+        }
     }
 
-    // HubSpot answers an unknown caller before charging any account's budget.
-    if !authorized(request.headers(), state.token()) {
-        state.lock().stats.record(&endpoint, 401);
-        return ApiError::Unauthenticated.into_response();
-    }
-
-    // Search has its own, lower limit, and its answers carry no rate-limit headers.
-    let search = request.uri().path().ends_with("/search");
-    let admission = {
-        let mut data = state.lock();
+    fn admit(&self, data: &mut Data, request: &mut Request) -> Result<Option<Quota>, Refusal> {
+        // Search has its own, lower limit.
+        let search = is_search(request);
         let limiter = if search {
             &mut data.search_limiter
         } else {
             &mut data.limiter
         };
-        let admission = limiter.admit(Instant::now(), Utc::now());
-        if matches!(admission, Admission::Throttled { .. }) {
-            data.stats.record(&endpoint, 429);
-        }
-        admission
-    };
-    let quota = match admission {
-        Admission::Admitted(quota) => quota,
-        Admission::Throttled {
-            policy,
-            retry_after_secs,
-        } => {
-            return ApiError::RateLimited {
+        match limiter.admit(Instant::now(), Utc::now()) {
+            Admission::Admitted(quota) => Ok((!search).then_some(quota)),
+            Admission::Throttled {
                 policy,
                 retry_after_secs,
-            }
-            .into_response();
+            } => Err(Box::new(
+                ApiError::RateLimited {
+                    policy,
+                    retry_after_secs,
+                }
+                .into_response(),
+            )),
         }
-    };
-
-    let write = is_write(&request);
-    let connection = request
-        .extensions()
-        .get::<ConnectInfo<Connection>>()
-        .map(|ConnectInfo(connection)| connection.clone());
-    let verdict = state.lock().faults.verdict(write);
-    let drop_after_apply = match verdict {
-        Verdict::Pass { drop_after_apply } => drop_after_apply,
-        Verdict::Error(status) => {
-            let mut data = state.lock();
-            data.stats.faults.error += 1;
-            data.stats.record(&endpoint, status);
-            drop(data);
-            let mut response = ApiError::Injected(status).into_response();
-            if !search {
-                rate_limit_headers(response.headers_mut(), &quota);
-            }
-            return response;
-        }
-        Verdict::Hang => {
-            let wait = {
-                let mut data = state.lock();
-                data.stats.faults.timeout += 1;
-                data.stats.record_unanswered(&endpoint, "timeout");
-                hang_for(&data.faults.faults)
-            };
-            tokio::select! {
-                () = tokio::time::sleep(wait) => {}
-                () = state.cancel.cancelled() => {}
-            }
-            // Never answer: the client sees its own timeout, or a closed connection.
-            if let Some(connection) = &connection {
-                connection.switch.kill();
-            }
-            return ApiError::Injected(504).into_response();
-        }
-    };
-
-    let mut response = next.run(request).await;
-    let status = response.status().as_u16();
-    if drop_after_apply
-        && response.status().is_success()
-        && let Some(connection) = connection
-    {
-        connection.switch.kill();
-        let mut data = state.lock();
-        data.stats.faults.dropped_after_apply += 1;
-        data.stats.record_unanswered(&endpoint, "dropped");
-        return response;
     }
-    tracing::debug!(%endpoint, status, "sandbox request");
-    state.lock().stats.record(&endpoint, status);
-    if !search {
-        rate_limit_headers(response.headers_mut(), &quota);
+
+    fn stamp(&self, quota: &Option<Quota>, headers: &mut HeaderMap) {
+        if let Some(quota) = quota {
+            rate_limit_headers(headers, quota);
+        }
     }
-    response
+
+    fn injected(&self, status: u16) -> Response {
+        ApiError::Injected(status).into_response()
+    }
+
+    fn mount(&self) -> &'static str {
+        "/crm"
+    }
+
+    /// Anything but a GET, a read or a search.
+    fn is_write(&self, request: &Request) -> bool {
+        request.method() != axum::http::Method::GET
+            && !request.uri().path().ends_with("/batch/read")
+            && !is_search(request)
+    }
 }
 
-/// Whether a request may change data: anything but a GET, a read or a search.
-fn is_write(request: &Request) -> bool {
-    let path = request.uri().path();
-    request.method() != axum::http::Method::GET
-        && !path.ends_with("/batch/read")
-        && !path.ends_with("/search")
-}
-
-/// `"METHOD /route"` with the route's template, so ids do not split the counters.
-fn endpoint_key(request: &Request) -> String {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|matched| matched.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
-    format!("{} {path}", request.method())
+fn is_search(request: &Request) -> bool {
+    request.uri().path().ends_with("/search")
 }
 
 fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
-    let Some(value) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let Some((scheme, token)) = value.trim().split_once(' ') else {
-        return false;
-    };
-    let token = token.trim();
-    scheme.eq_ignore_ascii_case("bearer")
-        && !token.is_empty()
-        && expected.is_none_or(|expected| expected == token)
+    gate::bearer_token(headers)
+        .is_some_and(|token| expected.is_none_or(|expected| expected == token))
 }
 
 fn rate_limit_headers(headers: &mut HeaderMap, quota: &Quota) {
@@ -215,6 +154,8 @@ impl Paging {
 
 #[cfg(test)]
 mod tests {
+    use axum::http::header;
+
     use super::*;
 
     #[test]
