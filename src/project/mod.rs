@@ -304,7 +304,7 @@ pub enum OwnerPolicy {
 /// The CRM property that holds a record's owner.
 pub const OWNER_PROPERTY: &str = "hubspot_owner_id";
 
-/// A text with `{name}` placeholders filled from a row's mapped columns or properties.
+/// A text with `{{name}}` placeholders filled from a row's mapped columns or properties.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Template {
     pub parts: Vec<TemplatePart>,
@@ -1277,10 +1277,13 @@ fn read_task(
         "companies" => 192,
         "deals" => 216,
         other => {
-            r.error(
-                span,
-                format!("tasks can be attached to contacts, companies or deals, not {other:?}"),
-            );
+            // An unknown object is reported once, at `object`.
+            if HUBSPOT_OBJECTS.contains(&other) {
+                r.error(
+                    span,
+                    format!("tasks can be attached to contacts, companies or deals, not {other:?}"),
+                );
+            }
             ok = false;
             0
         }
@@ -1376,50 +1379,32 @@ fn read_task(
 /// The task property handoff stores its idempotency key in, unless the sync names another.
 pub const DEFAULT_TASK_KEY_PROPERTY: &str = "handoff_task_key";
 
-/// Splits `"Call {first_name}"` into text and placeholders; a placeholder names a
-/// mapped model column or a CRM property the sync sends. `{{` and `}}` are literal braces.
+/// Splits `"Call {{first_name}}"` into text and placeholders; a placeholder names a
+/// mapped model column or a CRM property the sync sends. Single braces are plain text.
 fn parse_template(text: &str, props: &[(&str, &str)]) -> Result<Template, String> {
     let mut parts = Vec::new();
-    let mut lit = String::new();
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '{' if chars.peek() == Some(&'{') => {
-                chars.next();
-                lit.push('{');
-            }
-            '}' if chars.peek() == Some(&'}') => {
-                chars.next();
-                lit.push('}');
-            }
-            '{' => {
-                let mut name = String::new();
-                loop {
-                    match chars.next() {
-                        Some('}') => break,
-                        Some(c) => name.push(c),
-                        None => return Err(format!("unclosed placeholder {{{name}")),
-                    }
-                }
-                let name = name.trim();
-                let Some((_, prop)) = props.iter().find(|(c, p)| *c == name || *p == name) else {
-                    let known: Vec<&str> = props.iter().map(|(c, _)| *c).collect();
-                    return Err(format!(
-                        "{{{name}}} is neither a mapped column nor a property this sync sends (known: {})",
-                        known.join(", ")
-                    ));
-                };
-                if !lit.is_empty() {
-                    parts.push(TemplatePart::Text(std::mem::take(&mut lit)));
-                }
-                parts.push(TemplatePart::Property(prop.to_string()));
-            }
-            '}' => return Err("a lone `}`: write `}}` for a literal brace".into()),
-            c => lit.push(c),
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        if start > 0 {
+            parts.push(TemplatePart::Text(rest[..start].to_string()));
         }
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(format!("unclosed placeholder {{{{{after}"));
+        };
+        let name = after[..end].trim();
+        let Some((_, prop)) = props.iter().find(|(c, p)| *c == name || *p == name) else {
+            let known: Vec<&str> = props.iter().map(|(c, _)| *c).collect();
+            return Err(format!(
+                "{{{{{name}}}}} is neither a mapped column nor a property this sync sends (known: {})",
+                known.join(", ")
+            ));
+        };
+        parts.push(TemplatePart::Property(prop.to_string()));
+        rest = &after[end + 2..];
     }
-    if !lit.is_empty() {
-        parts.push(TemplatePart::Text(lit));
+    if !rest.is_empty() {
+        parts.push(TemplatePart::Text(rest.to_string()));
     }
     Ok(Template { parts })
 }

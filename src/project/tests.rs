@@ -229,3 +229,163 @@ fn missing_project_file_says_so() {
     assert_eq!(errs.len(), 1);
     assert!(errs[0].to_string().contains("is this a handoff project?"));
 }
+
+#[test]
+fn modes_tasks_owners_and_tiers_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let connector = format!(
+        "{GOOD_CONNECTOR}tier = \"professional\"\naccount_timezone = \"America/New_York\"\n[rate_limit]\ndaily = 700000\n"
+    );
+    let model = r#"primary_key = "lead_id"
+
+[[sync]]
+name = "deals"
+connector = "hubspot"
+object = "deals"
+mode = "create"
+mapping = { name = "dealname", rep = "hubspot_owner_id" }
+owner_policy = "overwrite"
+handoff_timestamp = "handoff_date"
+
+[sync.task]
+subject = "Call {{name}} about {{ dealname }} {not a placeholder}"
+due = "90m"
+priority = "low"
+
+[[sync]]
+name = "by_id"
+connector = "hubspot"
+object = "contacts"
+mode = "update"
+match = { column = "hs_id", property = "hs_object_id" }
+mapping = { name = "firstname" }
+"#;
+    write(
+        dir.path(),
+        &[
+            ("handoff.toml", ""),
+            ("connectors/hubspot.toml", &connector),
+            ("models/m.sql", "SELECT 1"),
+            ("models/m.toml", model),
+        ],
+    );
+    let p = load_with_env(dir.path(), &env).unwrap();
+    let c = &p.connectors["hubspot"];
+    assert_eq!(c.tier.as_deref(), Some("professional"));
+    assert_eq!(
+        c.budget,
+        RateBudget {
+            requests: 190,
+            per_secs: 10,
+            daily: 700_000,
+            search_per_second: 4
+        }
+    );
+    assert_eq!(c.concurrency, 19, "enough in flight for the tier's rate");
+    assert_eq!(c.account_timezone, chrono_tz::America::New_York);
+    let (_, deals) = p.find_sync("deals").unwrap();
+    assert_eq!(deals.mode, SyncMode::Create);
+    assert_eq!(deals.match_on, MatchOn::Nothing);
+    assert_eq!(deals.match_column.value, "lead_id", "falls back to the key");
+    assert_eq!(deals.owner_policy, OwnerPolicy::Overwrite);
+    assert!(deals.sets_owner());
+    assert_eq!(deals.handoff_timestamp.as_deref(), Some("handoff_date"));
+    let task = deals.task.as_ref().unwrap();
+    assert_eq!(task.association_type_id, 216);
+    assert_eq!(
+        (
+            task.due_after_secs,
+            task.priority.as_str(),
+            task.task_type.as_str()
+        ),
+        (5400, "LOW", "CALL")
+    );
+    assert_eq!(task.key_property, DEFAULT_TASK_KEY_PROPERTY);
+    let props = vec![
+        ("dealname".to_string(), Some("Big".to_string())),
+        ("hubspot_owner_id".to_string(), None),
+    ];
+    assert_eq!(
+        task.subject.render(&props),
+        "Call Big about Big {not a placeholder}"
+    );
+    let (_, by_id) = p.find_sync("by_id").unwrap();
+    assert_eq!(
+        (by_id.mode, &by_id.match_on),
+        (SyncMode::Update, &MatchOn::RecordId)
+    );
+    assert_eq!(by_id.owner_policy, OwnerPolicy::FillEmpty);
+}
+
+#[test]
+fn impossible_modes_and_tasks_are_refused_with_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = r#"primary_key = "lead_id"
+
+[[sync]]
+name = "a"
+connector = "hubspot"
+object = "contacts"
+mode = "upsert"
+match = { column = "id", property = "hs_object_id" }
+mapping = { name = "firstname" }
+
+[[sync]]
+name = "b"
+connector = "hubspot"
+object = "leads"
+mode = "mirror"
+mapping = { name = "hs_lead_name" }
+on_remove = { set = { x = "y" } }
+task = { subject = "Call {{nobody}}" }
+
+[[sync]]
+name = "c"
+connector = "hubspot"
+object = "tickets"
+mode = "create"
+match = { column = "email", property = "email" }
+mapping = { name = "firstname" }
+handoff_timestamp = "firstname"
+task = { subject = "x", due = "soon", type = "FAX" }
+"#;
+    write(
+        dir.path(),
+        &[
+            ("handoff.toml", ""),
+            (
+                "connectors/hubspot.toml",
+                &format!("{GOOD_CONNECTOR}tier = \"platinum\"\n"),
+            ),
+            ("models/m.sql", "SELECT 1"),
+            ("models/m.toml", model),
+        ],
+    );
+    let errs = load_with_env(dir.path(), &env).unwrap_err().0;
+    let got: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let expect = [
+        "connectors/hubspot.toml:4: unknown tier \"platinum\"",
+        "models/m.toml:7: mode \"upsert\" needs a unique property",
+        "models/m.toml:15: mode \"mirror\" archives the records",
+        "models/m.toml:18: tasks can be attached to contacts, companies or deals, not \"leads\"",
+        "models/m.toml:18: `task.subject`: {{nobody}} is neither a mapped column",
+        "models/m.toml:23: object \"tickets\" is not supported",
+        "models/m.toml:24: mode \"create\" never matches existing records",
+        "models/m.toml:27: handoff_timestamp property \"firstname\" is also mapped or set",
+        "models/m.toml:28: `task.due` must be a duration",
+        "models/m.toml:28: `task.type` must be one of CALL, EMAIL, TODO",
+    ];
+    for want in expect {
+        assert!(
+            got.iter().any(|g| g.starts_with(want)),
+            "missing {want:?} in:\n{}",
+            got.join("\n")
+        );
+    }
+    assert_eq!(
+        got.len(),
+        expect.len(),
+        "unexpected extra errors:\n{}",
+        got.join("\n")
+    );
+}

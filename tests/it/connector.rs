@@ -251,7 +251,7 @@ mapping = { name = "firstname", score = "lead_score", notes = "hubspot_owner_id"
 set = { nurture_status = "exited" }
 on_remove = { set = { nurture_status = "re-entered" } }
 handoff_timestamp = "handoff_date"
-task = { subject = "Call {name}", body = "Score {lead_score}, handed off by handoff", due = "2h", priority = "high", type = "call" }"#;
+task = { subject = "Call {{name}}", body = "Score {{lead_score}}, handed off by handoff", due = "2h", priority = "high", type = "call" }"#;
 
 /// Tasks by the contact id they are attached to.
 pub(crate) async fn tasks_by_contact(f: &Fixture) -> BTreeMap<String, Vec<Value>> {
