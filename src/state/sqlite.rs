@@ -125,6 +125,7 @@ pub(super) async fn load_fingerprints(
             break;
         }
         after = Some(row.try_get(1)?);
+        sink.reserve(rows as usize);
         let packed: &str = row.try_get(2)?;
         let mut numbers = packed.split(',').map(str::parse::<i64>);
         while let Some(key_hash) = numbers.next() {
