@@ -439,12 +439,7 @@ struct FingerprintSink {
 }
 
 impl FingerprintSink {
-    fn reserve(&mut self, more: usize) {
-        self.pairs.reserve(more);
-    }
-
-    // Async so a backend may hand rows to another task without changing its callers.
-    async fn push(&mut self, key_hash: i64, fingerprint: i64) {
+    fn push(&mut self, key_hash: i64, fingerprint: i64) {
         self.pairs.push((from_db(key_hash), from_db(fingerprint)));
     }
 }
