@@ -404,7 +404,8 @@ fn fingerprint_before_xxh64<'a>(
 #[test]
 fn the_legacy_scheme_is_the_old_fingerprint() {
     let long = "x".repeat(5000);
-    let cases: &[(&str, &[(&str, Option<&str>)])] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, Option<&'a str>)]);
+    let cases: &[Case] = &[
         ("a@x.com", &[("score", Some("90"))]),
         ("", &[]),
         (
