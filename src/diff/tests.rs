@@ -335,3 +335,209 @@ fn a_row_rendered_again_has_the_planned_fingerprint() {
     assert_eq!(Differ::fingerprint_of(&row((None, Some("x"), &[]))), None);
     assert_eq!(Differ::fingerprint_of(&row((Some("1"), None, &[]))), None);
 }
+
+/// A state written before the XXH64 scheme: the same rows, legacy fingerprints.
+fn synced_legacy(rows: &[R<'_>]) -> HashMap<u64, u64> {
+    rows.iter()
+        .map(|r| {
+            let row = row(*r);
+            let fp = legacy_fingerprint(
+                row.match_value.as_deref().expect("match"),
+                row.properties
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_deref())),
+            );
+            (key_hash(row.key.as_deref().expect("key")), fp)
+        })
+        .collect()
+}
+
+#[test]
+fn fingerprints_are_pinned() {
+    // Stored in users' state stores: these values must never change. The XXH64 value
+    // agrees with the reference C implementation (python-xxhash's xxh64_intdigest).
+    let mut p = Payload::new();
+    p.field(Some(b"a@x.com"));
+    p.field(Some(b"score"));
+    p.field(Some(b"90"));
+    p.field(Some(b"owner"));
+    p.field(None);
+    assert_eq!(
+        p.fingerprint(),
+        fingerprint("a@x.com", [("score", Some("90")), ("owner", None)])
+    );
+    assert_eq!(p.fingerprint(), 0xe069_0988_99bc_ba1e);
+    assert_eq!(p.legacy_fingerprint(), 0x82fd_a5ae_ded4_86ba);
+    assert_eq!(
+        legacy_fingerprint("a@x.com", [("score", Some("90")), ("owner", None)]),
+        p.legacy_fingerprint()
+    );
+    assert_eq!(key_hash("lead-1"), 0x3b2c_d735_cd85_c6b3);
+}
+
+/// The fingerprint as every state before the XXH64 scheme computed it, verbatim.
+fn fingerprint_before_xxh64<'a>(
+    match_value: &str,
+    properties: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+) -> u64 {
+    fn write_field(h: &mut blake3::Hasher, v: Option<&str>) {
+        match v {
+            Some(s) => {
+                h.update(&[1]);
+                h.update(&(s.len() as u64).to_le_bytes());
+                h.update(s.as_bytes());
+            }
+            None => {
+                h.update(&[0]);
+            }
+        }
+    }
+    let mut h = blake3::Hasher::new();
+    write_field(&mut h, Some(match_value));
+    for (name, value) in properties {
+        write_field(&mut h, Some(name));
+        write_field(&mut h, value);
+    }
+    u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"))
+}
+
+#[test]
+fn the_legacy_scheme_is_the_old_fingerprint() {
+    let long = "x".repeat(5000);
+    type Case<'a> = (&'a str, &'a [(&'a str, Option<&'a str>)]);
+    let cases: &[Case] = &[
+        ("a@x.com", &[("score", Some("90"))]),
+        ("", &[]),
+        (
+            "zoë@exämple.com",
+            &[("city", Some("Zürich 🏔")), ("owner", None), ("n", Some(""))],
+        ),
+        (&long, &[("p", Some(long.as_str()))]),
+    ];
+    for (m, props) in cases {
+        assert_eq!(
+            legacy_fingerprint(m, props.iter().copied()),
+            fingerprint_before_xxh64(m, props.iter().copied()),
+            "{m:.20}"
+        );
+    }
+}
+
+#[test]
+fn a_legacy_state_is_unchanged_and_restamped_never_resent() {
+    let mut d = Differ::new(synced_legacy(&[A1, B1]), false);
+    d.push(row(A1));
+    d.push(row((Some("2"), Some("b@x.com"), &[("score", Some("86"))])));
+    let cs = d.finish();
+    assert_eq!(cs.unchanged, 1);
+    assert_eq!(cs.legacy, 1);
+    assert!(cs.added.is_empty());
+    assert_eq!(cs.changed.len(), 1, "a real change is still a change");
+    assert!(cs.removed.is_empty());
+    let (kh, fp) = Differ::fingerprint_of(&row(A1)).expect("valid");
+    assert_eq!(
+        cs.restamp,
+        [Restamp {
+            key: "1".into(),
+            key_hash: kh,
+            fingerprint: fp
+        }]
+    );
+
+    // Once restamped (and the change accepted), the next run finds both in the current scheme.
+    let mut state = synced_legacy(&[A1]);
+    for r in &cs.restamp {
+        state.insert(r.key_hash, r.fingerprint);
+    }
+    for c in cs.to_send() {
+        state.insert(c.key_hash, c.fingerprint);
+    }
+    let mut d = Differ::new(state, false);
+    d.push(row(A1));
+    d.push(row((Some("2"), Some("b@x.com"), &[("score", Some("86"))])));
+    let cs = d.finish();
+    assert_eq!((cs.unchanged, cs.legacy, cs.restamp.len()), (2, 0, 0));
+}
+
+#[test]
+fn restamps_are_capped_and_a_duplicate_is_never_restamped() {
+    let mut d = Differ::new(synced_legacy(&[A1, B1]), false);
+    d.restamp_limit = 1;
+    d.push(row(A1));
+    d.push(row(B1));
+    let cs = d.finish();
+    assert_eq!((cs.unchanged, cs.legacy, cs.restamp.len()), (2, 2, 1));
+
+    let mut d = Differ::new(synced_legacy(&[A1, B1]), false);
+    d.push(row(A1));
+    d.push(row(B1));
+    d.push(row(A1));
+    let cs = d.finish();
+    assert_eq!(cs.unchanged, 1);
+    assert_eq!(
+        cs.restamp
+            .iter()
+            .map(|r| r.key.as_str())
+            .collect::<Vec<_>>(),
+        ["2"]
+    );
+    assert!(cs.removed.is_empty(), "an invalid row is not removed");
+}
+
+#[test]
+fn a_full_resend_sends_legacy_rows_too() {
+    let mut d = Differ::new(synced_legacy(&[A1]), true);
+    d.push(row(A1));
+    let cs = d.finish();
+    assert_eq!(
+        (cs.changed.len(), cs.unchanged, cs.restamp.len()),
+        (1, 0, 0)
+    );
+}
+
+#[test]
+fn probes_and_rows_give_the_same_changeset() {
+    // The plan pushes probes computed elsewhere; `push` computes them itself.
+    let before = synced(&[A1, B1, (Some("3"), Some("c@x.com"), &[])]);
+    let after: &[R] = &[
+        (Some("1"), Some("a@x.com"), &[("score", Some("91"))]),
+        B1,
+        (None, Some("n@x.com"), &[]),
+        (Some("4"), None, &[]),
+        (Some("5"), Some("e@x.com"), &[]),
+        (Some("5"), Some("e@x.com"), &[]),
+    ];
+    let mut by_rows = Differ::new(before.clone(), false);
+    let previous = Arc::new(Previous::from(before));
+    let mut by_probes = Differ::with_previous(Arc::clone(&previous), false);
+    for r in after {
+        by_rows.push(row(*r));
+        let rw = row(*r);
+        let probe = match (&rw.key, &rw.match_value) {
+            (None, _) => Probe::NullKey,
+            (Some(k), None) => Probe::NullMatch {
+                key_hash: key_hash(k),
+            },
+            _ => {
+                let (kh, fp) = Differ::fingerprint_of(&rw).expect("valid");
+                Probe::Row {
+                    key_hash: kh,
+                    fingerprint: fp,
+                    stored: previous.probe(kh, fp, false, || {
+                        legacy_fingerprint(
+                            rw.match_value.as_deref().expect("match"),
+                            rw.properties
+                                .iter()
+                                .map(|(k, v)| (k.as_str(), v.as_deref())),
+                        )
+                    }),
+                }
+            }
+        };
+        by_probes.push_probe(probe, || rw);
+    }
+    let (a, b) = (by_rows.finish(), by_probes.finish());
+    assert_eq!(a, b);
+    assert_eq!(a.removed, [key_hash("3")]);
+    assert_eq!(a.invalid.len(), 4);
+}

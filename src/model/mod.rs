@@ -1,8 +1,8 @@
 //! Runs a model read-only and renders its rows into the payloads a sync sends; checks models against their schema.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
@@ -11,7 +11,7 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::physical_plan::SendableRecordBatchStream;
 
-use crate::diff::Row;
+use crate::diff::{Payload, Previous, Probe, Record, Row, encode_field, key_hash_bytes};
 use crate::project::{ConfigError, ModelConfig, Project, SyncConfig};
 
 /// A model that failed to plan or run, with the place in its SQL file.
@@ -36,6 +36,18 @@ pub async fn run(
     model: &ModelConfig,
 ) -> Result<SendableRecordBatchStream, ModelError> {
     df.execute_stream()
+        .await
+        .map_err(|e| ModelError(sql_error(model, &e)))
+}
+
+/// Starts the model with one stream per output partition of its plan, so the
+/// partitions can be hashed in parallel; together they hold every row once, in no
+/// order across streams.
+pub async fn run_partitioned(
+    df: DataFrame,
+    model: &ModelConfig,
+) -> Result<Vec<SendableRecordBatchStream>, ModelError> {
+    df.execute_stream_partitioned()
         .await
         .map_err(|e| ModelError(sql_error(model, &e)))
 }
@@ -148,33 +160,217 @@ fn check_columns(m: &ModelConfig, schema: &Schema) -> Vec<ConfigError> {
 }
 
 /// Turns record batches into [`Row`]s for one sync: only the key, match and mapped columns are read.
+///
+/// Hashing works on the batch's columns as text, cast once per batch and read in
+/// place ([`Renderer::prepare`], [`Renderer::probe`]): no `String` is built for a
+/// row unless it is rendered ([`Renderer::row`]), and the bytes hashed are exactly
+/// those [`Renderer::render`] would put in a [`Row`].
 pub struct Renderer {
     key_columns: Vec<String>,
     match_column: String,
     /// (model column or None for a constant, property, constant value), sorted by property.
     properties: Vec<(Option<String>, String, Option<String>)>,
+    /// Per property, its encoded fingerprint fields that never change: the name, and
+    /// for a constant its value too.
+    encoded: Vec<Vec<u8>>,
 }
 
 /// Separates the parts of a compound key; a control character that never appears in real keys.
 const KEY_SEPARATOR: char = '\u{1f}';
 
+/// The key, match and mapped columns of one batch as text (see [`Renderer::prepare`]).
+pub struct Prepared {
+    rows: usize,
+    keys: Vec<Text>,
+    matches: Text,
+    /// One per property of the renderer; `None` for a constant.
+    props: Vec<Option<Text>>,
+}
+
+impl Prepared {
+    pub fn num_rows(&self) -> usize {
+        self.rows
+    }
+}
+
+/// Buffers for hashing rows, reused from row to row.
+#[derive(Default)]
+pub struct Scratch {
+    payload: Payload,
+    key: Vec<u8>,
+}
+
 impl Renderer {
     pub fn new(model: &ModelConfig, sync: &SyncConfig) -> Self {
-        let mut properties: Vec<(Option<String>, String, Option<String>)> = sync
+        let key_columns: Vec<&str> = model.primary_key.iter().map(|k| k.value.as_str()).collect();
+        let mapping: Vec<(&str, &str)> = sync
             .mapping
             .iter()
-            .map(|(c, p)| (Some(c.value.clone()), p.clone(), None))
+            .map(|(c, p)| (c.value.as_str(), p.as_str()))
+            .collect();
+        let constants: Vec<(&str, &str)> = sync
+            .set
+            .iter()
+            .map(|(p, v)| (p.as_str(), v.as_str()))
+            .collect();
+        Renderer::from_parts(&key_columns, &sync.match_column.value, &mapping, &constants)
+    }
+
+    /// A renderer from its parts: key columns, the match column, column → property
+    /// mappings and constant properties (property → value).
+    pub fn from_parts(
+        key_columns: &[&str],
+        match_column: &str,
+        mapping: &[(&str, &str)],
+        constants: &[(&str, &str)],
+    ) -> Self {
+        let mut properties: Vec<(Option<String>, String, Option<String>)> = mapping
+            .iter()
+            .map(|&(c, p)| (Some(c.to_owned()), p.to_owned(), None))
             .chain(
-                sync.set
+                constants
                     .iter()
-                    .map(|(p, v)| (None, p.clone(), Some(v.clone()))),
+                    .map(|&(p, v)| (None, p.to_owned(), Some(v.to_owned()))),
             )
             .collect();
         // Sorted so that reordering the config does not change fingerprints.
         properties.sort_by(|a, b| a.1.cmp(&b.1));
+        let encoded = properties
+            .iter()
+            .map(|(column, name, constant)| {
+                let mut e = Vec::new();
+                encode_field(&mut e, Some(name.as_bytes()));
+                if column.is_none() {
+                    encode_field(&mut e, constant.as_deref().map(str::as_bytes));
+                }
+                e
+            })
+            .collect();
         Renderer {
-            key_columns: model.primary_key.iter().map(|k| k.value.clone()).collect(),
-            match_column: sync.match_column.value.clone(),
+            key_columns: key_columns.iter().map(|&k| k.to_owned()).collect(),
+            match_column: match_column.to_owned(),
+            properties,
+            encoded,
+        }
+    }
+
+    /// The batch's key, match and mapped columns as text, each cast once.
+    pub fn prepare(&self, batch: &RecordBatch) -> Result<Prepared, DataFusionError> {
+        let column = |name: &str| -> Result<Text, DataFusionError> {
+            let col = batch.column_by_name(name).ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "column `{name}` is missing from the model's result"
+                ))
+            })?;
+            Text::new(col)
+        };
+        Ok(Prepared {
+            rows: batch.num_rows(),
+            keys: self
+                .key_columns
+                .iter()
+                .map(|k| column(k))
+                .collect::<Result<Vec<_>, _>>()?,
+            matches: column(&self.match_column)?,
+            props: self
+                .properties
+                .iter()
+                .map(|(c, _, _)| c.as_deref().map(column).transpose())
+                .collect::<Result<Vec<_>, _>>()?,
+        })
+    }
+
+    /// The key hash of row `i`; `None` when a key column is NULL.
+    #[inline]
+    fn key_hash(&self, p: &Prepared, i: usize, buf: &mut Vec<u8>) -> Option<u64> {
+        if let [only] = p.keys.as_slice() {
+            return only.get(i).map(|k| key_hash_bytes(k.as_bytes()));
+        }
+        // The same bytes as the parts joined with the separator, as `row` renders them.
+        buf.clear();
+        let mut sep = [0u8; 4];
+        let sep = KEY_SEPARATOR.encode_utf8(&mut sep).as_bytes();
+        for (n, k) in p.keys.iter().enumerate() {
+            if n > 0 {
+                buf.extend_from_slice(sep);
+            }
+            buf.extend_from_slice(k.get(i)?.as_bytes());
+        }
+        Some(key_hash_bytes(buf))
+    }
+
+    /// Fills `payload` with row `i`'s fingerprinted fields; false when the match value is NULL.
+    #[inline]
+    fn payload(&self, p: &Prepared, i: usize, payload: &mut Payload) -> bool {
+        let Some(m) = p.matches.get(i) else {
+            return false;
+        };
+        payload.clear();
+        payload.field(Some(m.as_bytes()));
+        for (encoded, col) in self.encoded.iter().zip(&p.props) {
+            payload.encoded(encoded);
+            if let Some(col) = col {
+                payload.field(col.get(i).map(str::as_bytes));
+            }
+        }
+        true
+    }
+
+    /// Hashes every row of a prepared batch and looks it up in the last synced state.
+    pub fn probe(
+        &self,
+        p: &Prepared,
+        previous: &Previous,
+        full: bool,
+        scratch: &mut Scratch,
+    ) -> Vec<Probe> {
+        let mut out = Vec::with_capacity(p.rows);
+        for i in 0..p.rows {
+            let Some(kh) = self.key_hash(p, i, &mut scratch.key) else {
+                out.push(Probe::NullKey);
+                continue;
+            };
+            if !self.payload(p, i, &mut scratch.payload) {
+                out.push(Probe::NullMatch { key_hash: kh });
+                continue;
+            }
+            let payload = &scratch.payload;
+            let fp = payload.fingerprint();
+            out.push(Probe::Row {
+                key_hash: kh,
+                fingerprint: fp,
+                stored: previous.probe(kh, fp, full, || payload.legacy_fingerprint()),
+            });
+        }
+        out
+    }
+
+    /// Renders row `i` of a prepared batch.
+    pub fn row(&self, p: &Prepared, i: usize) -> Row {
+        let key = if let [only] = p.keys.as_slice() {
+            only.get(i).map(str::to_owned)
+        } else {
+            p.keys
+                .iter()
+                .map(|k| k.get(i))
+                .collect::<Option<Vec<&str>>>()
+                .map(|parts| parts.join(&KEY_SEPARATOR.to_string()))
+        };
+        let properties = self
+            .properties
+            .iter()
+            .zip(&p.props)
+            .map(|((_, name, constant), col)| {
+                let v = match col {
+                    Some(c) => c.get(i).map(str::to_owned),
+                    None => constant.clone(),
+                };
+                (name.clone(), v)
+            })
+            .collect();
+        Row {
+            key,
+            match_value: p.matches.get(i).map(str::to_owned),
             properties,
         }
     }
@@ -185,104 +381,97 @@ impl Renderer {
         batch: &RecordBatch,
         mut out: impl FnMut(Row),
     ) -> Result<(), DataFusionError> {
-        let column = |name: &str| -> Result<Strings, DataFusionError> {
-            let col = batch.column_by_name(name).ok_or_else(|| {
-                DataFusionError::Plan(format!(
-                    "column `{name}` is missing from the model's result"
-                ))
-            })?;
-            Strings::new(col)
-        };
-        let keys = self
-            .key_columns
-            .iter()
-            .map(|k| column(k))
-            .collect::<Result<Vec<_>, _>>()?;
-        let matches = column(&self.match_column)?;
-        let props = self
-            .properties
-            .iter()
-            .map(|(c, _, _)| c.as_deref().map(column).transpose())
-            .collect::<Result<Vec<_>, _>>()?;
-        for i in 0..batch.num_rows() {
-            let key = if keys.len() == 1 {
-                keys[0].get(i)
-            } else {
-                let mut parts = Vec::with_capacity(keys.len());
-                for k in &keys {
-                    parts.push(k.get(i));
-                }
-                parts
-                    .into_iter()
-                    .collect::<Option<Vec<String>>>()
-                    .map(|p| p.join(&KEY_SEPARATOR.to_string()))
+        let p = self.prepare(batch)?;
+        for i in 0..p.rows {
+            out(self.row(&p, i));
+        }
+        Ok(())
+    }
+
+    /// The rows of the batch `wanted` accepts by (key hash, fingerprint), rendered as
+    /// records to send; the others are hashed in place and never rendered. Rows with
+    /// a NULL key or match value are skipped. Same result as [`Renderer::render`]
+    /// followed by [`crate::diff::Differ::fingerprint_of`] on every row.
+    pub fn records(
+        &self,
+        batch: &RecordBatch,
+        mut wanted: impl FnMut(u64, u64) -> bool,
+        mut out: impl FnMut(Record),
+    ) -> Result<(), DataFusionError> {
+        let p = self.prepare(batch)?;
+        let mut scratch = Scratch::default();
+        for i in 0..p.rows {
+            let Some(kh) = self.key_hash(&p, i, &mut scratch.key) else {
+                continue;
             };
-            let properties = self
-                .properties
-                .iter()
-                .zip(&props)
-                .map(|((_, name, constant), col)| {
-                    let v = match col {
-                        Some(c) => c.get(i),
-                        None => constant.clone(),
-                    };
-                    (name.clone(), v)
-                })
-                .collect();
-            out(Row {
-                key,
-                match_value: matches.get(i),
-                properties,
-            });
+            if !self.payload(&p, i, &mut scratch.payload) {
+                continue;
+            }
+            let fp = scratch.payload.fingerprint();
+            if !wanted(kh, fp) {
+                continue;
+            }
+            let row = self.row(&p, i);
+            if let (Some(key), Some(match_value)) = (row.key, row.match_value) {
+                out(Record {
+                    key,
+                    key_hash: kh,
+                    fingerprint: fp,
+                    match_value,
+                    properties: row.properties,
+                });
+            }
         }
         Ok(())
     }
 }
 
-/// A column rendered as text, as the CRM receives it (HubSpot takes every property as a string).
-enum Strings {
-    Utf8(ArrayRef),
-    View(ArrayRef),
-    Formatted(ArrayRef),
+/// A column as text, as the CRM receives it (HubSpot takes every property as a string).
+/// String columns are read in place; other types are cast once per batch, and types
+/// the cast does not cover (nested ones) are formatted once per batch.
+enum Text {
+    Utf8(StringArray),
+    Large(LargeStringArray),
+    View(StringViewArray),
 }
 
-impl Strings {
+impl Text {
     fn new(col: &ArrayRef) -> Result<Self, DataFusionError> {
-        match col.data_type() {
-            DataType::Utf8 => Ok(Strings::Utf8(Arc::clone(col))),
-            DataType::Utf8View => Ok(Strings::View(Arc::clone(col))),
-            t if t.is_nested() => Ok(Strings::Formatted(Arc::clone(col))),
+        Ok(match col.data_type() {
+            DataType::Utf8 => Text::Utf8(col.as_string::<i32>().clone()),
+            DataType::LargeUtf8 => Text::Large(col.as_string::<i64>().clone()),
+            DataType::Utf8View => Text::View(col.as_string_view().clone()),
+            t if t.is_nested() => Text::Utf8(formatted(col)),
             _ => match cast(col, &DataType::Utf8) {
-                Ok(c) => Ok(Strings::Utf8(c)),
-                Err(_) => Ok(Strings::Formatted(Arc::clone(col))),
+                Ok(c) => Text::Utf8(c.as_string::<i32>().clone()),
+                Err(_) => Text::Utf8(formatted(col)),
             },
-        }
+        })
     }
 
-    fn get(&self, i: usize) -> Option<String> {
+    #[inline]
+    fn get(&self, i: usize) -> Option<&str> {
         match self {
-            Strings::Utf8(a) => {
-                if a.is_null(i) {
-                    None
-                } else {
-                    Some(a.as_string::<i32>().value(i).to_string())
-                }
-            }
-            Strings::View(a) => {
-                if a.is_null(i) {
-                    None
-                } else {
-                    Some(a.as_string_view().value(i).to_string())
-                }
-            }
-            Strings::Formatted(a) => {
-                if a.is_null(i) {
-                    return None;
-                }
-                let opts = FormatOptions::default();
-                let f = ArrayFormatter::try_new(a.as_ref(), &opts).ok()?;
-                Some(f.value(i).to_string())
-            }
+            Text::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::Large(a) => a.is_valid(i).then(|| a.value(i)),
+            Text::View(a) => a.is_valid(i).then(|| a.value(i)),
         }
     }
 }
+
+/// Arrow's display form of each value; NULL stays NULL (so does a type it cannot display).
+fn formatted(col: &ArrayRef) -> StringArray {
+    let opts = FormatOptions::default();
+    let f = ArrayFormatter::try_new(col.as_ref(), &opts).ok();
+    (0..col.len())
+        .map(|i| {
+            if col.is_null(i) {
+                return None;
+            }
+            f.as_ref().map(|f| f.value(i).to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

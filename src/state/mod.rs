@@ -265,12 +265,22 @@ impl StateStore {
 
     /// key_hash → fingerprint for every row the sync has synced.
     pub async fn load_fingerprints(&self, sync: &str) -> Result<HashMap<u64, u64>, StateError> {
-        let mut sink = FingerprintSink::new();
+        Ok(self
+            .load_fingerprint_pairs(sync)
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    /// (key_hash, fingerprint) of every row the sync has synced, in no particular order:
+    /// what a plan builds its lookup table from (`diff::Previous`).
+    pub async fn load_fingerprint_pairs(&self, sync: &str) -> Result<Vec<(u64, u64)>, StateError> {
+        let mut sink = FingerprintSink::default();
         match &self.backend {
             Backend::Sqlite(pools) => sqlite::load_fingerprints(pools, sync, &mut sink).await?,
             Backend::Postgres(pool) => postgres::load_fingerprints(pool, sync, &mut sink).await?,
         }
-        Ok(sink.finish().await)
+        Ok(sink.pairs)
     }
 
     /// The stored rows for these key hashes, in no particular order; unknown hashes are skipped.
@@ -583,57 +593,16 @@ impl StateStore {
     }
 }
 
-/// Fingerprints handed to the map builder at a time.
-const SINK_CHUNK: usize = 8 * 1024;
-
-/// Builds the fingerprint map on a blocking thread while the backend keeps fetching:
-/// decoding 10M rows and hashing them into the map each take seconds, so they overlap.
+/// Collects the fingerprints a backend decodes. The lookup table is built from the
+/// whole list at once (`diff::Previous::from_pairs`), sized once, with no rehashing.
+#[derive(Default)]
 struct FingerprintSink {
-    chunk: Vec<(u64, u64)>,
-    chunks: tokio::sync::mpsc::Sender<Vec<(u64, u64)>>,
-    builder: tokio::task::JoinHandle<HashMap<u64, u64>>,
+    pairs: Vec<(u64, u64)>,
 }
 
 impl FingerprintSink {
-    fn new() -> FingerprintSink {
-        let (chunks, mut received) = tokio::sync::mpsc::channel::<Vec<(u64, u64)>>(8);
-        let builder = tokio::task::spawn_blocking(move || {
-            let mut map = HashMap::new();
-            while let Some(chunk) = received.blocking_recv() {
-                map.extend(chunk);
-            }
-            map
-        });
-        FingerprintSink {
-            chunk: Vec::with_capacity(SINK_CHUNK),
-            chunks,
-            builder,
-        }
-    }
-
-    async fn push(&mut self, key_hash: i64, fingerprint: i64) {
-        self.chunk.push((from_db(key_hash), from_db(fingerprint)));
-        if self.chunk.len() == SINK_CHUNK {
-            self.flush().await;
-        }
-    }
-
-    async fn flush(&mut self) {
-        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(SINK_CHUNK));
-        // Sending fails only if the builder panicked, which `finish` re-raises.
-        let _ = self.chunks.send(chunk).await;
-    }
-
-    async fn finish(mut self) -> HashMap<u64, u64> {
-        self.flush().await;
-        drop(self.chunks);
-        match self.builder.await {
-            Ok(map) => map,
-            Err(err) => match err.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(err) => panic!("building the fingerprint map: {err}"),
-            },
-        }
+    fn push(&mut self, key_hash: i64, fingerprint: i64) {
+        self.pairs.push((from_db(key_hash), from_db(fingerprint)));
     }
 }
 

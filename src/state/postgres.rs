@@ -79,7 +79,7 @@ pub(super) async fn load_fingerprints(
         .bind(sync)
         .fetch(pool);
     while let Some(row) = rows.try_next().await? {
-        sink.push(row.try_get(0)?, row.try_get(1)?).await;
+        sink.push(row.try_get(0)?, row.try_get(1)?);
     }
     Ok(())
 }

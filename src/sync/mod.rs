@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use crate::connectors::{
     ConnectorError, Destination, OutRecord, Outcome, TaskInput, TaskOutcome, WriteOp,
 };
-use crate::diff::{ChangeSet, Differ, Record};
+use crate::diff::{ChangeSet, Differ, Previous, Record};
 use crate::model::{self, ModelError, Renderer};
 use crate::project::{
     ConfigError, MatchOn, ModelConfig, OWNER_PROPERTY, OwnerPolicy, SyncConfig, SyncMode,
@@ -107,6 +107,12 @@ impl From<ModelError> for SyncError {
 }
 
 /// Runs the model and diffs it against the state store.
+///
+/// Each output partition of the model is read, hashed and looked up in the stored
+/// state on its own task (the engine's `target_partitions`, one per core by
+/// default); one differ takes their verdicts, so duplicates across partitions are
+/// still found. Rows are rendered as text only when the differ needs them (invalid
+/// rows, the sample, restamps).
 pub async fn plan(
     ctx: &SessionContext,
     state: &StateStore,
@@ -114,16 +120,50 @@ pub async fn plan(
     sync: &SyncConfig,
     full: bool,
 ) -> Result<ChangeSet, SyncError> {
-    let previous = state.load_fingerprints(&sync.name).await?;
+    let previous = Arc::new(Previous::from_pairs(
+        state.load_fingerprint_pairs(&sync.name).await?,
+    ));
     let df = model::plan(ctx, model).await?;
-    let mut stream = model::run(df, model).await?;
-    let renderer = Renderer::new(model, sync);
-    let mut differ = Differ::new(previous, full);
-    while let Some(batch) = stream.next().await {
-        let batch = batch.map_err(|e| SyncError::Model(model::sql_error(model, &e)))?;
-        renderer
-            .render(&batch, |row| differ.push(row))
-            .map_err(|e| SyncError::Model(model::sql_error(model, &e)))?;
+    let streams = model::run_partitioned(df, model).await?;
+    let renderer = Arc::new(Renderer::new(model, sync));
+    let model_error =
+        |e: &datafusion::error::DataFusionError| SyncError::Model(model::sql_error(model, e));
+    // A couple of batches per partition in flight keeps every core busy without
+    // letting memory grow with the model.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2 * streams.len().max(1));
+    // Dropping the set (an error below) aborts the partitions still running.
+    let mut partitions = tokio::task::JoinSet::new();
+    for mut stream in streams {
+        let (tx, renderer, previous) = (tx.clone(), Arc::clone(&renderer), Arc::clone(&previous));
+        partitions.spawn(async move {
+            let mut scratch = model::Scratch::default();
+            while let Some(batch) = stream.next().await {
+                let hashed = batch.and_then(|b| {
+                    let prepared = renderer.prepare(&b)?;
+                    let probes = renderer.probe(&prepared, &previous, full, &mut scratch);
+                    Ok((prepared, probes))
+                });
+                let failed = hashed.is_err();
+                if tx.send(hashed).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut differ = Differ::with_previous(Arc::clone(&previous), full);
+    while let Some(hashed) = rx.recv().await {
+        let (prepared, probes) = hashed.map_err(|e| model_error(&e))?;
+        for (i, probe) in probes.into_iter().enumerate() {
+            differ.push_probe(probe, || renderer.row(&prepared, i));
+        }
+    }
+    while let Some(done) = partitions.join_next().await {
+        if let Err(e) = done
+            && e.is_panic()
+        {
+            std::panic::resume_unwind(e.into_panic());
+        }
     }
     Ok(differ.finish())
 }
@@ -225,6 +265,7 @@ pub async fn run(
     }
     .instrument(span)
     .await;
+    restamp(state, run_id, &sync.name, &cs).await;
     if sync.task.is_some() {
         summary.tasks_pending = state.task_counts(&sync.name).await?.pending;
     }
@@ -264,6 +305,49 @@ pub async fn run(
         .await?;
     summary.duration_ms = started.elapsed().as_millis() as u64;
     Ok(summary)
+}
+
+/// Rows of restamps per transaction: big enough to amortise a commit, small enough
+/// not to hold the write lock for long.
+const RESTAMP_CHUNK: usize = 10_000;
+
+/// Rewrites the stored fingerprints of unchanged rows that were still in the legacy
+/// scheme (see `diff`): the payload they describe is the one the destination last
+/// accepted, so this records no new fact, sends nothing, and only makes later plans
+/// cheaper. A failure is logged and harmless: those rows keep matching through the
+/// legacy scheme, and the next run tries again.
+async fn restamp(state: &StateStore, run_id: RunId, sync: &str, cs: &ChangeSet) {
+    if cs.restamp.is_empty() {
+        return;
+    }
+    let mut rows: Vec<&crate::diff::Restamp> = cs.restamp.iter().collect();
+    // In the store's key order, so each transaction touches neighbouring pages.
+    rows.sort_unstable_by_key(|r| r.key_hash as i64);
+    for chunk in rows.chunks(RESTAMP_CHUNK) {
+        let outcome = BatchOutcome {
+            accepted: chunk
+                .iter()
+                .map(|r| Accepted {
+                    key: r.key.clone(),
+                    key_hash: r.key_hash,
+                    fingerprint: r.fingerprint,
+                    record_id: None,
+                })
+                .collect(),
+            ..BatchOutcome::default()
+        };
+        if let Err(e) = state.commit_batch(run_id, sync, &outcome).await {
+            tracing::warn!(sync, run_id, "restamping fingerprints failed: {e}");
+            return;
+        }
+    }
+    tracing::info!(
+        sync,
+        run_id,
+        restamped = cs.restamp.len(),
+        legacy = cs.legacy,
+        "stored fingerprints rewritten in the current scheme"
+    );
 }
 
 /// The rows handoff refused itself, as rejections for the run record.

@@ -292,3 +292,81 @@ async fn a_removed_row_whose_record_was_deleted_in_the_crm_is_forgotten() {
     let again = f.sync().await;
     assert_eq!((again.removed, again.api_calls), (0, 0));
 }
+
+#[tokio::test]
+async fn a_state_from_before_the_xxh64_fingerprints_is_restamped_not_resent() {
+    use handoff::diff::{Differ, key_hash, legacy_fingerprint};
+    use handoff::state::{Accepted, BatchOutcome, RunCounts};
+
+    let rows = leads(120);
+    let f = Fixture::new(&rows).await;
+    assert_eq!(f.sync().await.added, 120);
+
+    // Rewrite the state as releases before the XXH64 scheme left it: BLAKE3 fingerprints.
+    let project = f.project();
+    let (model, sync) = project.syncs().next().expect("one sync");
+    let ctx = handoff::cli::open_checked(&project).await.expect("project");
+    let renderer = handoff::model::Renderer::new(model, sync);
+    let batches = handoff::model::plan(&ctx, model)
+        .await
+        .expect("model plans")
+        .collect()
+        .await
+        .expect("model runs");
+    let (mut legacy, mut current) = (Vec::new(), Vec::new());
+    for b in &batches {
+        renderer
+            .render(b, |row| {
+                current.push(Differ::fingerprint_of(&row).expect("valid row"));
+                let key = row.key.clone().expect("key");
+                legacy.push(Accepted {
+                    key_hash: key_hash(&key),
+                    key,
+                    fingerprint: legacy_fingerprint(
+                        row.match_value.as_deref().expect("match"),
+                        row.properties
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_deref())),
+                    ),
+                    record_id: None,
+                });
+            })
+            .expect("render");
+    }
+    let state = f.state().await;
+    let run = state.begin_run(&sync.name, false).await.expect("run");
+    let outcome = BatchOutcome {
+        accepted: legacy,
+        ..BatchOutcome::default()
+    };
+    state
+        .commit_batch(run, &sync.name, &outcome)
+        .await
+        .expect("commit");
+    state
+        .finish_run(run, "ok", &RunCounts::default(), None)
+        .await
+        .expect("finish");
+
+    let before = f.records_written().await;
+    let rerun = f.sync().await;
+    assert_eq!(
+        (rerun.added, rerun.changed, rerun.removed, rerun.unchanged),
+        (0, 0, 0, 120),
+        "{rerun:?}"
+    );
+    assert_eq!(rerun.api_calls, 0);
+    assert_eq!(f.records_written().await, before, "nothing was resent");
+    let stored = state.load_fingerprints(&sync.name).await.expect("load");
+    let want: std::collections::HashMap<u64, u64> = current.into_iter().collect();
+    assert_eq!(stored, want, "every row now holds its XXH64 fingerprint");
+    assert!(
+        state
+            .synced_rows(&sync.name, &want.keys().copied().collect::<Vec<_>>())
+            .await
+            .expect("rows")
+            .iter()
+            .all(|r| r.record_id.is_some()),
+        "restamping keeps the CRM's record ids"
+    );
+}
