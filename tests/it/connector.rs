@@ -451,3 +451,35 @@ async fn the_connector_corrects_its_budget_from_the_headers() {
     // headers arrive, but after that the connector keeps to the reported rate.
     assert!(run.throttled <= 3, "throttled {}", run.throttled);
 }
+
+#[tokio::test]
+async fn owners_are_read_across_every_page() {
+    // 250 owners: three pages of /crm/v3/owners; the ones assigned are on the last.
+    let mut config = SandboxConfig::ephemeral();
+    let template = config.seed.owners[0].clone();
+    config.seed.owners = (0..250)
+        .map(|i| handoff::sandbox::Owner {
+            id: (5_000 + i).to_string(),
+            email: format!("owner{i}@corp.example"),
+            user_id: 70_000 + i,
+            archived: i == 249,
+            ..template.clone()
+        })
+        .collect();
+    let rows = owned(3, |i| match i {
+        1 => "owner230@corp.example".into(),
+        2 => "5240".into(),
+        _ => "owner249@corp.example".into(),
+    });
+    let f = Fixture::with_model(&rows, config, &fast(), &model(OWNER_SYNC)).await;
+    let run = f.sync().await;
+    let contacts = f.contacts().await;
+    assert_eq!(contacts["lead1@example.com"]["hubspot_owner_id"], "5230");
+    assert_eq!(contacts["lead2@example.com"]["hubspot_owner_id"], "5240");
+    assert_eq!(run.rejected, 1, "{run:?}");
+    assert!(
+        run.rejections[0].message.contains("archived"),
+        "{:?}",
+        run.rejections
+    );
+}
