@@ -150,12 +150,11 @@ fn is_write(request: &Request) -> bool {
 
 /// `"METHOD /route"` with the route's template, so ids do not split the counters.
 fn endpoint_key(request: &Request) -> String {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|matched| matched.as_str().to_owned())
-        .unwrap_or_else(|| request.uri().path().to_owned());
-    format!("{} {path}", request.method())
+    match request.extensions().get::<MatchedPath>() {
+        Some(matched) => format!("{} {}", request.method(), matched.as_str()),
+        // An unknown route: the path as sent (inside the nest it has lost its `/crm`).
+        None => format!("{} /crm{}", request.method(), request.uri().path()),
+    }
 }
 
 fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
