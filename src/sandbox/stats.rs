@@ -9,7 +9,7 @@ use super::faults::FaultCounts;
 /// What the sandbox has served since it started or was last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
-    /// Every request under `/crm`, whatever its answer (401 and 429 included).
+    /// Every API request (HubSpot `/crm`, Slack), whatever its answer (401 and 429 included).
     pub requests: u64,
     /// `"METHOD /route"` → status code (as a string) → count.
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,

@@ -17,6 +17,9 @@ use super::Shared;
 use super::errors::ApiError;
 use super::faults::{Connection, Verdict, hang_for};
 use super::limits::{Admission, Quota};
+use super::requests::{self, Fault, Unanswered};
+
+pub(crate) use objects::valid_email;
 
 /// The `/crm` router, to be nested under `/crm`.
 pub(super) fn router(state: Shared) -> Router<Shared> {
@@ -41,9 +44,11 @@ async fn method_not_allowed(request: Request) -> Response {
 /// Authenticates, applies the rate limits, counts the request and stamps HubSpot's rate-limit headers.
 async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Response {
     let endpoint = endpoint_key(&request);
+    requests::note_endpoint(&endpoint);
 
     let latency = state.lock().faults.faults.latency_ms;
     if latency > 0 {
+        requests::note_fault(Fault::Latency);
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
 
@@ -91,6 +96,7 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
     let drop_after_apply = match verdict {
         Verdict::Pass { drop_after_apply } => drop_after_apply,
         Verdict::Error(status) => {
+            requests::note_fault(Fault::Error);
             let mut data = state.lock();
             data.stats.faults.error += 1;
             data.stats.record(&endpoint, status);
@@ -102,6 +108,8 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
             return response;
         }
         Verdict::Hang => {
+            requests::note_fault(Fault::Timeout);
+            requests::note_unanswered(Unanswered::Timeout);
             let wait = {
                 let mut data = state.lock();
                 data.stats.faults.timeout += 1;
@@ -127,6 +135,8 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
         && let Some(connection) = connection
     {
         connection.switch.kill();
+        requests::note_fault(Fault::DropAfterApply);
+        requests::note_unanswered(Unanswered::Dropped);
         let mut data = state.lock();
         data.stats.faults.dropped_after_apply += 1;
         data.stats.record_unanswered(&endpoint, "dropped");

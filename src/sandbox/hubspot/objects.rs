@@ -17,6 +17,7 @@ use super::super::errors::{
     ApiError, MAX_BATCH_INPUTS, PORTAL_ID, PropertyError, StandardError, invalid_json,
 };
 use super::super::faults::FaultState;
+use super::super::requests::{self, Fault};
 use super::super::stats::SandboxStats;
 use super::super::store::{Association, IdProperty, ObjectType, Record, Table, timestamp};
 use super::super::{Data, Owner, Shared};
@@ -207,6 +208,7 @@ fn keyed_inputs(
     action: &str,
 ) -> Result<Vec<(IdProperty, WriteInput)>, ApiError> {
     let request: BatchInputs = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -487,6 +489,7 @@ fn resolve_associations(
 fn batch_create(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let started = Utc::now();
     let request: CreateRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -698,6 +701,7 @@ struct IdInput {
 /// record (unknown, already archived, not numeric) are skipped without an error.
 fn batch_archive(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let request: ArchiveRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -725,6 +729,7 @@ pub(super) fn injected_failure(
 ) -> Option<StandardError> {
     let category = faults.partial_failure()?;
     stats.faults.partial += 1;
+    requests::note_fault(Fault::Partial);
     let message = if category == "INTERNAL_ERROR" {
         "An internal error occurred while processing this input. Please try again."
     } else {
@@ -874,7 +879,7 @@ fn check_property(
 }
 
 /// A pragmatic address check: one `@`, a dot-atom local part, a dotted domain with an alphabetic TLD.
-fn valid_email(value: &str) -> bool {
+pub(crate) fn valid_email(value: &str) -> bool {
     let value = value.trim();
     let Some((local, domain)) = value.split_once('@') else {
         return false;
@@ -985,6 +990,7 @@ fn batch_read(
     let started = Utc::now();
     let archived = archived_flag(&query_pairs(query)?)?;
     let request: ReadRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
