@@ -127,10 +127,16 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub token_env: Option<String>,
     /// Start with the owners, contacts and companies in this JSON file
-    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}]}`; without
-    /// `owners`, the demo's owners are kept).
+    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}], "slack_channels": [...]}`;
+    /// without `owners`, the demo's owners are kept).
     #[arg(long)]
     pub seed: Option<PathBuf>,
+    /// Slack messages per second per channel before 429 (0 = unlimited).
+    #[arg(long, default_value_t = 1)]
+    pub slack_per_second: u32,
+    /// How many recent requests `GET /_sandbox/requests` keeps (0 = no log).
+    #[arg(long, default_value_t = sandbox::DEFAULT_REQUEST_LOG_SIZE)]
+    pub request_log_size: usize,
 }
 
 /// Parses arguments and runs; returns the process exit code.
@@ -538,10 +544,12 @@ async fn serve_sandbox(a: SandboxArgs) -> u8 {
         burst_per_10s: a.burst_per_10s,
         daily_limit: a.daily_limit,
         token,
+        slack_per_second: a.slack_per_second,
+        request_log_size: a.request_log_size,
         ..sandbox::SandboxConfig::default()
     };
     eprintln!(
-        "sandbox: HubSpot API on http://127.0.0.1:{} (Ctrl-C to stop)",
+        "sandbox: HubSpot and Slack APIs on http://127.0.0.1:{} (Ctrl-C to stop)",
         a.port
     );
     let shutdown = async {
