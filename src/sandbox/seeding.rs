@@ -79,7 +79,7 @@ impl Seed {
                     if let Some(value) = properties.get(*property).filter(|v| !v.trim().is_empty())
                     {
                         taken.entry(*property).or_default().hold(
-                            kind.normalize(property, value),
+                            kind.normalize(property, value).into_owned(),
                             format!("{list}[{i}] of the current seed"),
                         );
                     }
@@ -97,7 +97,7 @@ impl Seed {
                     if let Some(value) = properties.get(*property).filter(|v| !v.trim().is_empty())
                     {
                         taken.entry(*property).or_default().claim(
-                            kind.normalize(property, value),
+                            kind.normalize(property, value).into_owned(),
                             &label,
                             property,
                             &mut errors,

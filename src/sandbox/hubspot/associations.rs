@@ -141,7 +141,7 @@ fn batch_create(state: &Shared, from: &str, to: &str, body: &[u8]) -> Result<Res
     let mut errors = Vec::new();
     for input in request.inputs {
         let (from_id, to_id) = (input.from.id.text(), input.to.id.text());
-        if let Some(error) = injected_failure(faults, stats, vec![from_id.clone()]) {
+        if let Some(error) = injected_failure(faults, stats, || vec![from_id.clone()]) {
             errors.push(error);
             continue;
         }
