@@ -46,87 +46,49 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
     let endpoint = endpoint_key(&request);
     requests::note_endpoint(&endpoint);
 
-    let latency = state.lock().faults.faults.latency_ms;
-    if latency > 0 {
+    let search = request.uri().path().ends_with("/search");
+    let check = Check {
+        endpoint: &endpoint,
+        authorized: authorized(request.headers(), state.token()),
+        search,
+        write: is_write(&request),
+    };
+    let mut decision = admit(&state, &check, false);
+    if let Decision::Sleep(latency) = decision {
         requests::note_fault(Fault::Latency);
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        decision = admit(&state, &check, true);
     }
-
-    // HubSpot answers an unknown caller before charging any account's budget.
-    if !authorized(request.headers(), state.token()) {
-        state.lock().stats.record(&endpoint, 401);
-        return ApiError::Unauthenticated.into_response();
-    }
-
-    // Search has its own, lower limit, and its answers carry no rate-limit headers.
-    let search = request.uri().path().ends_with("/search");
-    let admission = {
-        let mut data = state.lock();
-        let limiter = if search {
-            &mut data.search_limiter
-        } else {
-            &mut data.limiter
-        };
-        let admission = limiter.admit(Instant::now(), Utc::now());
-        if matches!(admission, Admission::Throttled { .. }) {
-            data.stats.record(&endpoint, 429);
-        }
-        admission
-    };
-    let quota = match admission {
-        Admission::Admitted(quota) => quota,
-        Admission::Throttled {
-            policy,
-            retry_after_secs,
-        } => {
-            return ApiError::RateLimited {
-                policy,
-                retry_after_secs,
-            }
-            .into_response();
-        }
-    };
-
-    let write = is_write(&request);
-    let connection = request
-        .extensions()
-        .get::<ConnectInfo<Connection>>()
-        .map(|ConnectInfo(connection)| connection.clone());
-    let verdict = state.lock().faults.verdict(write);
-    let drop_after_apply = match verdict {
-        Verdict::Pass { drop_after_apply } => drop_after_apply,
-        Verdict::Error(status) => {
-            requests::note_fault(Fault::Error);
-            let mut data = state.lock();
-            data.stats.faults.error += 1;
-            data.stats.record(&endpoint, status);
-            drop(data);
-            let mut response = ApiError::Injected(status).into_response();
-            if !search {
-                rate_limit_headers(response.headers_mut(), &quota);
-            }
-            return response;
-        }
-        Verdict::Hang => {
-            requests::note_fault(Fault::Timeout);
-            requests::note_unanswered(Unanswered::Timeout);
-            let wait = {
-                let mut data = state.lock();
-                data.stats.faults.timeout += 1;
-                data.stats.record_unanswered(&endpoint, "timeout");
-                hang_for(&data.faults.faults)
-            };
+    let (quota, drop_after_apply) = match decision {
+        Decision::Pass {
+            quota,
+            drop_after_apply,
+        } => (quota, drop_after_apply),
+        Decision::Answer(response) => return response,
+        Decision::Hang(wait) => {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = state.cancel.cancelled() => {}
             }
             // Never answer: the client sees its own timeout, or a closed connection.
-            if let Some(connection) = &connection {
+            if let Some(ConnectInfo(connection)) =
+                request.extensions().get::<ConnectInfo<Connection>>()
+            {
                 connection.switch.kill();
             }
             return ApiError::Injected(504).into_response();
         }
+        // Only the first call asks to sleep.
+        Decision::Sleep(_) => return ApiError::Injected(500).into_response(),
     };
+    let connection = drop_after_apply
+        .then(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<Connection>>()
+                .map(|ConnectInfo(connection)| connection.clone())
+        })
+        .flatten();
 
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
@@ -148,6 +110,90 @@ async fn gate(State(state): State<Shared>, request: Request, next: Next) -> Resp
         rate_limit_headers(response.headers_mut(), &quota);
     }
     response
+}
+
+/// What the gate knows about a request before deciding on it.
+struct Check<'a> {
+    endpoint: &'a str,
+    authorized: bool,
+    search: bool,
+    write: bool,
+}
+
+/// The gate's verdict on a request.
+enum Decision {
+    /// Wait this many milliseconds of injected latency, then decide again.
+    Sleep(u64),
+    /// Answered here (401, 429, an injected error).
+    Answer(Response),
+    /// Leave it hanging this long.
+    Hang(std::time::Duration),
+    Pass {
+        quota: Quota,
+        drop_after_apply: bool,
+    },
+}
+
+/// Authentication, rate limits, counters and faults under one lock: every request
+/// passes here, and the handler holds the same lock for its writes, so taking it once
+/// instead of once per step keeps the two worker threads from queueing on it.
+fn admit(state: &Shared, check: &Check<'_>, slept: bool) -> Decision {
+    let mut data = state.lock();
+    let latency = data.faults.faults.latency_ms;
+    if latency > 0 && !slept {
+        return Decision::Sleep(latency);
+    }
+    // HubSpot answers an unknown caller before charging any account's budget.
+    if !check.authorized {
+        data.stats.record(check.endpoint, 401);
+        return Decision::Answer(ApiError::Unauthenticated.into_response());
+    }
+    // Search has its own, lower limit, and its answers carry no rate-limit headers.
+    let limiter = if check.search {
+        &mut data.search_limiter
+    } else {
+        &mut data.limiter
+    };
+    let quota = match limiter.admit(Instant::now(), Utc::now()) {
+        Admission::Admitted(quota) => quota,
+        Admission::Throttled {
+            policy,
+            retry_after_secs,
+        } => {
+            data.stats.record(check.endpoint, 429);
+            return Decision::Answer(
+                ApiError::RateLimited {
+                    policy,
+                    retry_after_secs,
+                }
+                .into_response(),
+            );
+        }
+    };
+    match data.faults.verdict(check.write) {
+        Verdict::Pass { drop_after_apply } => Decision::Pass {
+            quota,
+            drop_after_apply,
+        },
+        Verdict::Error(status) => {
+            requests::note_fault(Fault::Error);
+            data.stats.faults.error += 1;
+            data.stats.record(check.endpoint, status);
+            drop(data);
+            let mut response = ApiError::Injected(status).into_response();
+            if !check.search {
+                rate_limit_headers(response.headers_mut(), &quota);
+            }
+            Decision::Answer(response)
+        }
+        Verdict::Hang => {
+            requests::note_fault(Fault::Timeout);
+            requests::note_unanswered(Unanswered::Timeout);
+            data.stats.faults.timeout += 1;
+            data.stats.record_unanswered(check.endpoint, "timeout");
+            Decision::Hang(hang_for(&data.faults.faults))
+        }
+    }
 }
 
 /// Whether a request may change data: anything but a GET, a read or a search.
