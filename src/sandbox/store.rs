@@ -287,6 +287,8 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
 }
 
 /// The property changes a write brings, whatever map they were parsed into.
+/// `pairs` yields them in name order (both maps do), which lets a write walk the
+/// stored properties once; another order would still be applied correctly, only slower.
 pub(crate) trait Changes {
     fn value(&self, name: &str) -> Option<&str>;
     fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
@@ -498,12 +500,33 @@ impl Table {
         let Some(record) = records.get_mut(&id) else {
             return;
         };
+        // One ordered walk over the stored properties overwrites the values that are
+        // already there (an update's usual case) without a tree search per change;
+        // the rest (new properties, removals, unique ones) is left for the loop below.
+        let mut rest = Vec::new();
+        let mut stored = record.properties.iter_mut().peekable();
         for (name, value) in changes.pairs() {
             // The CRM owns these; a client's value is silently ignored.
             if kind.system_properties().contains(&name) {
                 continue;
             }
             let value = kind.normalize(name, value);
+            if value.is_empty() || kind.unique_properties().contains(&name) {
+                rest.push((name, value));
+                continue;
+            }
+            while stored.next_if(|(key, _)| key.as_str() < name).is_some() {}
+            match stored.peek_mut() {
+                Some((key, current)) if key.as_str() == name => {
+                    if **current != *value {
+                        current.clear();
+                        current.push_str(&value);
+                    }
+                }
+                _ => rest.push((name, value)),
+            }
+        }
+        for (name, value) in rest {
             if let Some(property) = kind.unique_properties().iter().find(|p| **p == name) {
                 let previous = if value.is_empty() {
                     record.properties.remove(name)
@@ -649,6 +672,54 @@ mod tests {
             table.archived_records().map(|r| r.id).collect::<Vec<_>>(),
             [a]
         );
+    }
+
+    #[test]
+    fn one_update_overwrites_adds_clears_and_reindexes() {
+        let mut store = ObjectStore::new();
+        let table = store.table_mut(ObjectType::Contacts);
+        let now = Utc::now();
+        let id = table
+            .create(
+                &props(&[("email", "a@x.io"), ("firstname", "Ada"), ("lastname", "L")]),
+                now,
+            )
+            .id;
+        let later = now + chrono::Duration::seconds(5);
+        let record = table
+            .update(
+                id,
+                &props(&[
+                    ("company", "X"),
+                    ("email", "B@x.io"),
+                    ("firstname", "Ada"),
+                    ("lastname", ""),
+                    ("zip", "1000"),
+                ]),
+                later,
+            )
+            .expect("a live record");
+        let shown: Vec<(&str, &str)> = record
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let stamp = timestamp(later);
+        assert_eq!(
+            shown,
+            [
+                ("company", "X"),
+                ("createdate", timestamp(now).as_str()),
+                ("email", "b@x.io"),
+                ("firstname", "Ada"),
+                ("hs_object_id", id.to_string().as_str()),
+                ("lastmodifieddate", stamp.as_str()),
+                ("zip", "1000"),
+            ]
+        );
+        let by_email = IdProperty::Unique("email");
+        assert_eq!(table.resolve("b@x.io", by_email), Some(id));
+        assert_eq!(table.resolve("a@x.io", by_email), None);
     }
 
     #[test]

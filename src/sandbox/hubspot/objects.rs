@@ -229,20 +229,23 @@ impl Written {
         new: Option<bool>,
         object_write_trace_id: Option<String>,
     ) {
+        // The record's own date properties hold exactly its timestamps; they are
+        // picked up on the way rather than looked up again.
+        let [_, created, modified] = kind.system_properties();
+        let (mut created_at, mut updated_at) = (None, None);
         let first = self.properties.len();
         for (name, value) in &record.properties {
-            let name = self.push_str(name);
-            let value = self.push_str(value);
-            self.properties.push((name, value));
+            let name_range = self.push_str(name);
+            let value_range = self.push_str(value);
+            if name == created {
+                created_at = Some(value_range.clone());
+            } else if name == modified {
+                updated_at = Some(value_range.clone());
+            }
+            self.properties.push((name_range, value_range));
         }
-        // The record's own date properties hold exactly these timestamps.
-        let [_, created, modified] = kind.system_properties();
-        let mut date = |name: &str, at: DateTime<Utc>| match record.properties.get(name) {
-            Some(stamp) => self.push_str(stamp),
-            None => self.push_str(&timestamp(at)),
-        };
-        let created_at = date(created, record.created_at);
-        let updated_at = date(modified, record.updated_at);
+        let created_at = created_at.unwrap_or_else(|| self.push_str(&timestamp(record.created_at)));
+        let updated_at = updated_at.unwrap_or_else(|| self.push_str(&timestamp(record.updated_at)));
         self.records.push(WrittenRecord {
             id: record.id,
             properties: first..self.properties.len(),
