@@ -127,7 +127,8 @@ pub struct SandboxArgs {
     #[arg(long)]
     pub token_env: Option<String>,
     /// Start with the owners, contacts and companies in this JSON file
-    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}], "salesforce": {...}}`;
+    /// (`{"owners": [...], "contacts": [{...}], "companies": [{...}], "salesforce": {...},
+    /// "slack_channels": [...]}`;
     /// without `owners` or `salesforce`, the demo's owners and users are kept).
     #[arg(long)]
     pub seed: Option<PathBuf>,
@@ -147,6 +148,12 @@ pub struct SandboxArgs {
     /// How long after UploadComplete a Salesforce Bulk API job is processed.
     #[arg(long, default_value_t = sandbox::DEFAULT_BULK_PROCESSING_MS)]
     pub salesforce_bulk_processing_ms: u64,
+    /// Slack messages per second per channel before 429 (0 = unlimited).
+    #[arg(long, default_value_t = 1)]
+    pub slack_per_second: u32,
+    /// How many recent requests `GET /_sandbox/requests` keeps (0 = no log).
+    #[arg(long, default_value_t = sandbox::DEFAULT_REQUEST_LOG_SIZE)]
+    pub request_log_size: usize,
 }
 
 /// Parses arguments and runs; returns the process exit code.
@@ -569,6 +576,8 @@ fn sandbox_config(
             client_secret,
             bulk_processing_ms: a.salesforce_bulk_processing_ms,
         },
+        slack_per_second: a.slack_per_second,
+        request_log_size: a.request_log_size,
         ..sandbox::SandboxConfig::default()
     })
 }
@@ -582,7 +591,7 @@ async fn serve_sandbox(a: SandboxArgs) -> u8 {
         }
     };
     eprintln!(
-        "sandbox: HubSpot and Salesforce APIs on http://127.0.0.1:{} (Ctrl-C to stop)",
+        "sandbox: HubSpot, Salesforce and Slack APIs on http://127.0.0.1:{} (Ctrl-C to stop)",
         a.port
     );
     let shutdown = async {

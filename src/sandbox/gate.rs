@@ -10,6 +10,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use super::faults::{Connection, Verdict, hang_for};
+use super::requests::{self, Fault, Unanswered};
 use super::{Data, SandboxState};
 
 /// The answer to a request the gate turns away (boxed: a response is large).
@@ -50,67 +51,65 @@ pub(crate) async fn pass<A: Api>(
     next: Next,
 ) -> Response {
     let endpoint = endpoint_key(&request, api.mount());
+    requests::note_endpoint(&endpoint);
 
-    let latency = state.lock().faults.faults.latency_ms;
-    if latency > 0 {
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-    }
-
-    // An unknown caller is answered before any budget is charged.
-    if let Err(response) = api.authenticate(state, &mut request) {
-        state
-            .lock()
-            .stats
-            .record(&endpoint, response.status().as_u16());
-        return *response;
-    }
-
-    let quota = {
-        let mut data = state.lock();
-        match api.admit(&mut data, &mut request) {
-            Ok(quota) => quota,
-            Err(response) => {
-                data.stats.record(&endpoint, response.status().as_u16());
-                return *response;
-            }
-        }
-    };
-
+    // Checked before the data lock (an `Api` may take it to look up a session); a
+    // refusal is answered under the lock below, after any injected latency, and
+    // before any budget is charged.
+    let mut refusal = api.authenticate(state, &mut request).err();
     let write = api.is_write(&request);
-    let connection = request
-        .extensions()
-        .get::<ConnectInfo<Connection>>()
-        .map(|ConnectInfo(connection)| connection.clone());
-    let verdict = state.lock().faults.verdict(write);
-    let drop_after_apply = match verdict {
-        Verdict::Pass { drop_after_apply } => drop_after_apply,
-        Verdict::Error(status) => {
-            let mut data = state.lock();
-            data.stats.faults.error += 1;
-            data.stats.record(&endpoint, status);
-            drop(data);
-            let mut response = api.injected(status);
-            api.stamp(&quota, response.headers_mut());
-            return response;
-        }
-        Verdict::Hang => {
-            let wait = {
-                let mut data = state.lock();
-                data.stats.faults.timeout += 1;
-                data.stats.record_unanswered(&endpoint, "timeout");
-                hang_for(&data.faults.faults)
-            };
+    let mut decision = decide(
+        api,
+        state,
+        &endpoint,
+        &mut refusal,
+        &mut request,
+        write,
+        false,
+    );
+    if let Decision::Sleep(latency) = decision {
+        requests::note_fault(Fault::Latency);
+        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+        decision = decide(
+            api,
+            state,
+            &endpoint,
+            &mut refusal,
+            &mut request,
+            write,
+            true,
+        );
+    }
+    let (quota, drop_after_apply) = match decision {
+        Decision::Pass {
+            quota,
+            drop_after_apply,
+        } => (quota, drop_after_apply),
+        Decision::Answer(response) => return response,
+        Decision::Hang(wait) => {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = state.cancel.cancelled() => {}
             }
             // Never answer: the client sees its own timeout, or a closed connection.
-            if let Some(connection) = &connection {
+            if let Some(ConnectInfo(connection)) =
+                request.extensions().get::<ConnectInfo<Connection>>()
+            {
                 connection.switch.kill();
             }
             return api.injected(504);
         }
+        // Only the first call asks to sleep.
+        Decision::Sleep(_) => return api.injected(500),
     };
+    let connection = drop_after_apply
+        .then(|| {
+            request
+                .extensions()
+                .get::<ConnectInfo<Connection>>()
+                .map(|ConnectInfo(connection)| connection.clone())
+        })
+        .flatten();
 
     let mut response = next.run(request).await;
     let status = response.status().as_u16();
@@ -119,6 +118,8 @@ pub(crate) async fn pass<A: Api>(
         && let Some(connection) = connection
     {
         connection.switch.kill();
+        requests::note_fault(Fault::DropAfterApply);
+        requests::note_unanswered(Unanswered::Dropped);
         let mut data = state.lock();
         data.stats.faults.dropped_after_apply += 1;
         data.stats.record_unanswered(&endpoint, "dropped");
@@ -128,6 +129,73 @@ pub(crate) async fn pass<A: Api>(
     state.lock().stats.record(&endpoint, status);
     api.stamp(&quota, response.headers_mut());
     response
+}
+
+/// The gate's verdict on a request.
+enum Decision<Q> {
+    /// Wait this many milliseconds of injected latency, then decide again.
+    Sleep(u64),
+    /// Answered here (a refused caller, an exhausted budget, an injected error).
+    Answer(Response),
+    /// Leave it hanging this long.
+    Hang(std::time::Duration),
+    Pass {
+        quota: Q,
+        drop_after_apply: bool,
+    },
+}
+
+/// Latency, the caller's refusal, the budget, counters and faults under one lock:
+/// every request passes here, and handlers hold the same lock for their writes, so
+/// taking it once instead of once per step keeps the worker threads from queueing on it.
+fn decide<A: Api>(
+    api: &A,
+    state: &SandboxState,
+    endpoint: &str,
+    refusal: &mut Option<Refusal>,
+    request: &mut Request,
+    write: bool,
+    slept: bool,
+) -> Decision<A::Quota> {
+    let mut data = state.lock();
+    let latency = data.faults.faults.latency_ms;
+    if latency > 0 && !slept {
+        return Decision::Sleep(latency);
+    }
+    // An unknown caller is answered before any budget is charged.
+    if let Some(response) = refusal.take() {
+        data.stats.record(endpoint, response.status().as_u16());
+        return Decision::Answer(*response);
+    }
+    let quota = match api.admit(&mut data, request) {
+        Ok(quota) => quota,
+        Err(response) => {
+            data.stats.record(endpoint, response.status().as_u16());
+            return Decision::Answer(*response);
+        }
+    };
+    match data.faults.verdict(write) {
+        Verdict::Pass { drop_after_apply } => Decision::Pass {
+            quota,
+            drop_after_apply,
+        },
+        Verdict::Error(status) => {
+            requests::note_fault(Fault::Error);
+            data.stats.faults.error += 1;
+            data.stats.record(endpoint, status);
+            drop(data);
+            let mut response = api.injected(status);
+            api.stamp(&quota, response.headers_mut());
+            Decision::Answer(response)
+        }
+        Verdict::Hang => {
+            requests::note_fault(Fault::Timeout);
+            requests::note_unanswered(Unanswered::Timeout);
+            data.stats.faults.timeout += 1;
+            data.stats.record_unanswered(endpoint, "timeout");
+            Decision::Hang(hang_for(&data.faults.faults))
+        }
+    }
 }
 
 /// `"METHOD /route"` with the route's template, so ids do not split the counters; an

@@ -24,7 +24,9 @@ pub(super) fn router() -> Router<Shared> {
         .route("/_sandbox/stats/reset", post(reset_stats))
         .route("/_sandbox/reset", post(reset))
         .route("/_sandbox/config", get(config).post(update_config))
-        .route("/_sandbox/duplicates", get(duplicates));
+        .route("/_sandbox/duplicates", get(duplicates))
+        .route("/_sandbox/requests", get(super::requests::list))
+        .route("/_sandbox/seed", post(super::seeding::seed));
     for kind in ObjectType::ALL {
         router = router.route(
             &format!("/_sandbox/{}", kind.path()),
@@ -43,14 +45,17 @@ async fn stats(State(state): State<Shared>) -> Response {
     axum::Json(stats).into_response()
 }
 
-/// Zeroes the counters and forgets the requests in the rate windows; data and limits stay.
+/// Zeroes the counters, forgets the requests in the rate windows and empties the
+/// request log; data and limits stay.
 async fn reset_stats(State(state): State<Shared>) -> Response {
     let mut data = state.lock();
     data.stats = Default::default();
     data.limiter.clear();
     data.search_limiter.clear();
     data.salesforce.limiter.clear();
+    data.slack.clear_limiters();
     drop(data);
+    state.requests().clear();
     axum::Json(json!({"status": "ok"})).into_response()
 }
 
@@ -65,6 +70,8 @@ struct ConfigView {
     #[serde(flatten)]
     limits: Limits,
     search_per_second: u32,
+    slack_per_second: u32,
+    slack_window_ms: u64,
     faults: Faults,
 }
 
@@ -76,6 +83,9 @@ struct ConfigPatch {
     daily_limit: Option<u64>,
     window_ms: Option<u64>,
     search_per_second: Option<u32>,
+    /// Slack messages per window per channel, and the window (1,000 ms; tests shorten it).
+    slack_per_second: Option<u32>,
+    slack_window_ms: Option<u64>,
     faults: Option<FaultsPatch>,
 }
 
@@ -84,6 +94,8 @@ fn config_view(state: &Shared) -> ConfigView {
     ConfigView {
         limits: data.limiter.limits(),
         search_per_second: data.search_limiter.limits().burst_per_10s,
+        slack_per_second: data.slack.limits().burst_per_10s,
+        slack_window_ms: data.slack.limits().window_ms,
         faults: data.faults.faults.clone(),
     }
 }
@@ -92,8 +104,9 @@ async fn config(State(state): State<Shared>) -> Response {
     axum::Json(config_view(&state)).into_response()
 }
 
-/// Applies a partial `{"burst_per_10s", "daily_limit", "window_ms", "faults": {…}}`
-/// and returns the result; setting faults re-seeds their RNG.
+/// Applies a partial `{"burst_per_10s", "daily_limit", "window_ms", "search_per_second",
+/// "slack_per_second", "slack_window_ms", "faults": {…}}` and returns the result; setting
+/// faults re-seeds their RNG.
 async fn update_config(State(state): State<Shared>, body: Bytes) -> Result<Response, ApiError> {
     let patch: ConfigPatch = serde_json::from_slice(&body).map_err(|e| invalid_json(&e))?;
     let mut data = state.lock();
@@ -109,6 +122,15 @@ async fn update_config(State(state): State<Shared>, body: Bytes) -> Result<Respo
     if let Some(faults_patch) = &patch.faults {
         faults.apply(faults_patch).map_err(ApiError::Validation)?;
     }
+    let mut slack = data.slack.limits();
+    slack
+        .apply(&LimitsPatch {
+            burst_per_10s: patch.slack_per_second,
+            daily_limit: None,
+            window_ms: patch.slack_window_ms,
+        })
+        .map_err(|e| ApiError::Validation(format!("slack_{e}")))?;
+    data.slack.set_limits(slack);
     data.limiter.set_limits(limits);
     if let Some(per_second) = patch.search_per_second {
         let search = data.search_limiter.limits();

@@ -1,9 +1,10 @@
-//! A local HubSpot and Salesforce API emulator for tests, the demo and benchmarks.
+//! A local HubSpot, Salesforce and Slack API emulator for tests, the demo and benchmarks.
 //!
 //! It speaks the slice of HubSpot's CRM API and of Salesforce's REST API the
 //! connectors use, on one port (their paths do not collide), with the same JSON
 //! shapes (HubSpot's from its published OpenAPI specs), the same error bodies and
-//! the same rate limits and headers, so a sync can run end to end offline.
+//! the same rate limits and headers, so a sync can run end to end offline; and
+//! Slack's incoming webhooks and `chat.postMessage` ([`slack`]'s module docs).
 //! Everything lives in memory.
 //!
 //! Object types: `contacts` (unique `email`), `companies` (unique `domain`), `deals`
@@ -32,11 +33,16 @@
 //! | `GET /services/data/vNN.N/limits` | `DailyApiRequests` `Max` and `Remaining` |
 //! | `GET /_sandbox/salesforce/{SObject}` | the stored `User`/`Lead`/`Contact`/`Account`/`Task` records (`?deleted=true`: the recycle bin) |
 //! | `POST /_sandbox/salesforce/clock` | `{"advance_secs": N}` moves Salesforce's clock: token expiry, API window, Bulk jobs |
-//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]), both vendors |
+//! | `POST /services/{team}/{bot}/{secret}` | a Slack incoming webhook (`T…`/`B…`/secret): `ok`, or `invalid_payload`, `no_text`, `invalid_blocks`… with a 4xx |
+//! | `POST /api/chat.postMessage` | Slack's Web API: bearer token, `channel`, `text` and/or Block Kit `blocks`; `{"ok", "channel", "ts", "message"}` |
+//! | `GET /_sandbox/stats`, `POST /_sandbox/stats/reset` | traffic and fault counters ([`SandboxStats`]), every vendor; the reset also clears the request log |
+//! | `GET /_sandbox/requests` | the latest API requests ([`LoggedRequest`]): `?endpoint=` (substring), `?status=` (`429`, `4xx`, `timeout`, `dropped`), `?since=<seq>`, `?limit=` |
+//! | `GET /_sandbox/slack/messages` | every accepted Slack message, oldest first (`?channel=`) |
+//! | `POST /_sandbox/seed` | install a seed (JSON, as `--seed` reads): replaces the data and becomes what resets return to; `?mode=add` adds to both instead |
 //! | `GET /_sandbox/{type}` | every live record with its associations (`?archived=true`: the archived ones) |
 //! | `GET /_sandbox/duplicates` | groups of live tasks with the same subject, owner and associations |
-//! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms`, `search_per_second`, `faults` |
-//! | `POST /_sandbox/reset` | back to the seed and the startup limits and faults (Salesforce sessions and jobs are forgotten) |
+//! | `GET`/`POST /_sandbox/config` | read or change `burst_per_10s`, `daily_limit`, `window_ms`, `search_per_second`, `slack_per_second`, `slack_window_ms`, `faults` |
+//! | `POST /_sandbox/reset` | back to the seed, the startup limits and faults; clears Slack messages and the request log (Salesforce sessions and jobs are forgotten) |
 //! | `GET /_sandbox/health` | liveness |
 //!
 //! Faults ([`Faults`]) are drawn from a seeded RNG: server errors (500/502/503 before
@@ -47,7 +53,13 @@
 //! `/crm` and `/services/data` requests need `Authorization: Bearer <token>` and pass
 //! through one gate (`gate.rs`: auth, rate limit, faults, counters, rate-limit headers),
 //! so new object types and vendors only add handlers and a `gate::Api`. The
-//! Salesforce side is described in `salesforce/mod.rs`.
+//! Salesforce side is described in `salesforce/mod.rs`. Every vendor's requests (`/crm`,
+//! `/services`, Slack's) also pass through the request log's middleware ([`requests`]),
+//! which times and records each one; the gate notes the endpoint and injected faults.
+//!
+//! Slack allows one message per second per channel (`slack_per_second`); each webhook
+//! is its own channel, named by its `B…` segment. With `slack_channels` in the seed,
+//! `chat.postMessage` answers `channel_not_found` for any other channel.
 //!
 //! Archived records behave as in HubSpot: reads, updates and upserts no longer
 //! find them (only reads with `archived=true` do), and their email is free for a
@@ -67,7 +79,16 @@ mod limits;
 mod object_tests;
 #[cfg(test)]
 pub(crate) mod openapi;
+mod requests;
+#[cfg(test)]
+mod requests_tests;
 mod salesforce;
+mod seeding;
+#[cfg(test)]
+mod seeding_tests;
+mod slack;
+#[cfg(test)]
+mod slack_tests;
 mod stats;
 mod store;
 #[cfg(test)]
@@ -81,6 +102,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::Router;
 use axum::http::{Method, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -96,10 +118,12 @@ use store::{ObjectStore, ObjectType};
 
 pub use faults::{FaultCounts, Faults};
 pub use inspect::DuplicateGroup;
+pub use requests::{DEFAULT_REQUEST_LOG_SIZE, LoggedRequest, RequestLogPage};
 pub use salesforce::{
     DEFAULT_BULK_PROCESSING_MS, DEFAULT_DAILY_API_REQUESTS, DEFAULT_TOKEN_LIFETIME_SECS,
     SalesforceConfig, SalesforceSeed, SeedRecord,
 };
+pub use slack::{SlackChannel, SlackMessage};
 pub use stats::SandboxStats;
 
 /// The sandbox's default address is `http://127.0.0.1:4010`.
@@ -124,6 +148,10 @@ pub struct SandboxConfig {
     pub search_per_second: u32,
     /// The Salesforce API's allocation, token lifetime, client credentials and Bulk API pace.
     pub salesforce: SalesforceConfig,
+    /// Slack messages per second per channel (Slack: about 1); `0` means unlimited.
+    pub slack_per_second: u32,
+    /// How many requests `GET /_sandbox/requests` keeps; `0` turns the log off.
+    pub request_log_size: usize,
 }
 
 impl Default for SandboxConfig {
@@ -138,6 +166,8 @@ impl Default for SandboxConfig {
             faults: Faults::default(),
             search_per_second: 5,
             salesforce: SalesforceConfig::default(),
+            slack_per_second: slack::DEFAULT_MESSAGES_PER_SECOND,
+            request_log_size: DEFAULT_REQUEST_LOG_SIZE,
         }
     }
 }
@@ -174,6 +204,9 @@ pub struct Seed {
     /// The Salesforce org's users and records. A seed file without `salesforce` keeps the demo's.
     #[serde(default = "SalesforceSeed::demo")]
     pub salesforce: SalesforceSeed,
+    /// Slack channels `chat.postMessage` may post to; without any, every channel is accepted.
+    #[serde(default)]
+    pub slack_channels: Vec<SlackChannel>,
 }
 
 fn demo_properties() -> BTreeMap<String, Vec<String>> {
@@ -201,16 +234,11 @@ fn demo_owners() -> Vec<Owner> {
 }
 
 impl Seed {
-    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}],
-    /// "salesforce": {"users": [...], "leads": [...], ...}}`.
+    /// Reads a seed from a JSON file: `{"owners": [...], "contacts": [{...}], "companies": [{...}]}`
+    /// (see [`Seed::from_json`]).
     pub fn from_file(path: &std::path::Path) -> Result<Seed, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let seed: Seed =
-            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        seed.salesforce
-            .check()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(seed)
+        let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Seed::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -279,6 +307,7 @@ impl Seed {
                 ("tasks".to_string(), vec!["handoff_task_key".to_string()]),
             ]),
             salesforce: SalesforceSeed::demo(),
+            slack_channels: Vec::new(),
         }
     }
 }
@@ -403,6 +432,11 @@ impl Sandbox {
         self.state.lock().stored(ObjectType::Contacts, true)
     }
 
+    /// Every accepted Slack message, oldest first (`GET /_sandbox/slack/messages`).
+    pub fn slack_messages(&self) -> Vec<SlackMessage> {
+        self.state.lock().slack.messages.clone()
+    }
+
     /// Back to the seed, the startup limits and zero counters (`POST /_sandbox/reset`).
     pub fn reset(&self) {
         self.state.reset();
@@ -458,11 +492,20 @@ async fn run(
 }
 
 fn router(state: Shared) -> Router {
-    Router::new()
+    // Every vendor's routes go in here, so the request log sees all of their traffic.
+    let api = Router::new()
         .nest("/crm", hubspot::router(state.clone()))
         .nest("/services", salesforce::router(state.clone()))
-        .merge(salesforce::inspect_router())
+        .merge(slack::router())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            requests::record,
+        ));
+    Router::new()
+        .merge(api)
         .merge(inspect::router())
+        .merge(salesforce::inspect_router())
+        .merge(slack::inspect_router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -483,7 +526,11 @@ pub(crate) type Shared = Arc<SandboxState>;
 pub(crate) struct SandboxState {
     /// The startup configuration, kept so a reset can return to it.
     config: SandboxConfig,
+    /// The seed a reset returns to: `config.seed` until `POST /_sandbox/seed` replaces it.
+    seed: Mutex<Seed>,
     data: Mutex<Data>,
+    /// Its own lock, so logging a request never waits on a handler holding `data`.
+    requests: Mutex<requests::RequestLog>,
     /// Cancelled at shutdown; hung (timed-out) requests wait on it.
     pub(crate) cancel: CancellationToken,
 }
@@ -501,12 +548,15 @@ pub(crate) struct Data {
     pub stats: SandboxStats,
     pub faults: FaultState,
     pub salesforce: salesforce::SalesforceState,
+    pub slack: slack::SlackState,
 }
 
 impl SandboxState {
     fn new(config: SandboxConfig) -> Shared {
         let data = Data::seeded(&config);
         Arc::new(SandboxState {
+            seed: Mutex::new(config.seed.clone()),
+            requests: Mutex::new(requests::RequestLog::new(config.request_log_size)),
             config,
             data: Mutex::new(data),
             cancel: CancellationToken::new(),
@@ -525,7 +575,44 @@ impl SandboxState {
     }
 
     pub(crate) fn reset(&self) {
-        *self.lock() = Data::seeded(&self.config);
+        self.reseed(self.seed());
+    }
+
+    /// Back to `seed`, which later resets return to; the startup limits and faults, an empty log.
+    pub(crate) fn reseed(&self, seed: Seed) {
+        let config = SandboxConfig {
+            seed,
+            ..self.config.clone()
+        };
+        let data = Data::seeded(&config);
+        *self.lock() = data;
+        self.set_seed(config.seed);
+        self.requests().clear();
+    }
+
+    /// The seed a reset returns to.
+    pub(crate) fn seed(&self) -> Seed {
+        self.seed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_seed(&self, seed: Seed) {
+        *self
+            .seed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = seed;
+    }
+
+    pub(crate) fn requests(&self) -> MutexGuard<'_, requests::RequestLog> {
+        self.requests
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn logs_requests(&self) -> bool {
+        self.config.request_log_size > 0
     }
 }
 
@@ -559,6 +646,7 @@ impl Data {
             search_limiter: RateLimiter::search(config.search_per_second),
             stats: SandboxStats::default(),
             faults: FaultState::new(config.faults.clone()),
+            slack: slack::SlackState::new(config.slack_per_second, &config.seed.slack_channels),
         }
     }
 

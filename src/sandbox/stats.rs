@@ -9,7 +9,7 @@ use super::faults::FaultCounts;
 /// What the sandbox has served since it started or was last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxStats {
-    /// Every request under `/crm`, whatever its answer (401 and 429 included).
+    /// Every API request (HubSpot `/crm`, Slack), whatever its answer (401 and 429 included).
     pub requests: u64,
     /// `"METHOD /route"` → status code (as a string) → count.
     pub by_endpoint: BTreeMap<String, BTreeMap<String, u64>>,
@@ -28,23 +28,30 @@ impl SandboxStats {
         if status == 429 {
             self.throttled += 1;
         }
-        *self
-            .by_endpoint
-            .entry(endpoint.to_owned())
-            .or_default()
-            .entry(status.to_string())
-            .or_default() += 1;
+        match axum::http::StatusCode::from_u16(status) {
+            Ok(code) => self.bump(endpoint, code.as_str()),
+            Err(_) => self.bump(endpoint, &status.to_string()),
+        }
+    }
+
+    /// Counts one answer; allocates only the first time a key is seen (every request passes here).
+    fn bump(&mut self, endpoint: &str, outcome: &str) {
+        let statuses = match self.by_endpoint.get_mut(endpoint) {
+            Some(statuses) => statuses,
+            None => self.by_endpoint.entry(endpoint.to_owned()).or_default(),
+        };
+        match statuses.get_mut(outcome) {
+            Some(count) => *count += 1,
+            None => {
+                statuses.insert(outcome.to_owned(), 1);
+            }
+        }
     }
 
     /// A request that got no answer (`"timeout"` or `"dropped"` in place of a status).
     pub(crate) fn record_unanswered(&mut self, endpoint: &str, outcome: &str) {
         self.requests += 1;
-        *self
-            .by_endpoint
-            .entry(endpoint.to_owned())
-            .or_default()
-            .entry(outcome.to_owned())
-            .or_default() += 1;
+        self.bump(endpoint, outcome);
     }
 
     /// How many requests to `endpoint` were answered with `status`.

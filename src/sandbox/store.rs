@@ -1,5 +1,6 @@
 //! The in-memory CRM object store: one table per object type, with unique-property indexes.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -244,12 +245,21 @@ impl ObjectType {
     }
 
     /// How the CRM stores a value: HubSpot lower-cases and trims email addresses.
-    pub(crate) fn normalize(self, property: &str, value: &str) -> String {
+    /// Borrowed when nothing changes, which on the write path is almost always.
+    pub(crate) fn normalize<'v>(self, property: &str, value: &'v str) -> Cow<'v, str> {
         match (self, property) {
             (ObjectType::Contacts, "email") | (ObjectType::Companies, "domain") => {
-                value.trim().to_lowercase()
+                let trimmed = value.trim();
+                if trimmed
+                    .bytes()
+                    .all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+                {
+                    Cow::Borrowed(trimmed)
+                } else {
+                    Cow::Owned(trimmed.to_lowercase())
+                }
             }
-            _ => value.to_owned(),
+            _ => Cow::Borrowed(value),
         }
     }
 
@@ -337,6 +347,25 @@ pub(crate) fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// The property changes a write brings, whatever map they were parsed into.
+/// `pairs` yields them in name order (both maps do), which lets a write walk the
+/// stored properties once; another order would still be applied correctly, only slower.
+pub(crate) trait Changes {
+    fn value(&self, name: &str) -> Option<&str>;
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)>;
+}
+
+impl Changes for BTreeMap<String, String> {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).map(String::as_str)
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+}
+
 /// The records of one object type.
 #[derive(Debug)]
 pub(crate) struct Table {
@@ -345,6 +374,9 @@ pub(crate) struct Table {
     /// property → normalized value → record id, for each unique property.
     unique: HashMap<&'static str, HashMap<String, u64>>,
     next_id: u64,
+    /// The last write's time and its [`timestamp`]: a batch writes every record at one
+    /// `now`, so the string is formatted once, not once per record.
+    stamp: (DateTime<Utc>, String),
 }
 
 /// Record ids start here so they look like HubSpot's numeric ids, not row numbers.
@@ -357,7 +389,16 @@ impl Table {
             records: BTreeMap::new(),
             unique: HashMap::new(),
             next_id: FIRST_ID,
+            stamp: (DateTime::<Utc>::MIN_UTC, String::new()),
         }
+    }
+
+    /// `timestamp(now)`, formatted only when `now` differs from the last write's.
+    fn stamp(&mut self, now: DateTime<Utc>) -> &str {
+        if self.stamp.0 != now || self.stamp.1.is_empty() {
+            self.stamp = (now, timestamp(now));
+        }
+        &self.stamp.1
     }
 
     /// The live (not archived) records, ordered by id.
@@ -392,7 +433,7 @@ impl Table {
             IdProperty::Unique(property) => self
                 .unique
                 .get(property)
-                .and_then(|values| values.get(&self.kind.normalize(property, id)))
+                .and_then(|values| values.get(&*self.kind.normalize(property, id)))
                 .copied(),
         }
     }
@@ -408,7 +449,7 @@ impl Table {
             IdProperty::Unique(property) => {
                 let value = self.kind.normalize(property, id);
                 self.archived_records()
-                    .filter(|r| r.properties.get(property) == Some(&value))
+                    .filter(|r| r.properties.get(property).map(String::as_str) == Some(&*value))
                     .max_by_key(|r| (r.archived_at, r.id))
                     .map(|r| r.id)
             }
@@ -442,10 +483,10 @@ impl Table {
     pub(crate) fn unique_conflict(
         &self,
         record: Option<u64>,
-        changes: &BTreeMap<String, String>,
+        changes: &(impl Changes + ?Sized),
     ) -> Option<(&'static str, u64)> {
         self.kind.unique_properties().iter().find_map(|property| {
-            let value = changes.get(*property).filter(|v| !v.is_empty())?;
+            let value = changes.value(property).filter(|v| !v.is_empty())?;
             let holder = self.resolve(value, IdProperty::Unique(property))?;
             (Some(holder) != record).then_some((*property, holder))
         })
@@ -454,12 +495,12 @@ impl Table {
     /// Creates a record from `properties`; empty values are left unset, as HubSpot does.
     pub(crate) fn create(
         &mut self,
-        properties: &BTreeMap<String, String>,
+        properties: &(impl Changes + ?Sized),
         now: DateTime<Utc>,
     ) -> &Record {
         let id = self.next_id;
         self.next_id += 1;
-        let stamp = timestamp(now);
+        let stamp = self.stamp(now).to_owned();
         let [id_property, created, modified] = self.kind.system_properties();
         let record = Record {
             id,
@@ -491,7 +532,7 @@ impl Table {
     pub(crate) fn update(
         &mut self,
         id: u64,
-        changes: &BTreeMap<String, String>,
+        changes: &(impl Changes + ?Sized),
         now: DateTime<Utc>,
     ) -> Option<&Record> {
         if self
@@ -505,36 +546,89 @@ impl Table {
         self.records.get(&id)
     }
 
-    fn apply(&mut self, id: u64, changes: &BTreeMap<String, String>, now: DateTime<Utc>) {
+    /// Writes `changes` into a record. This is the sandbox's hot path (every batch
+    /// upsert and update runs it per record, under the data lock), so values already
+    /// stored are overwritten in place instead of reallocated.
+    fn apply(&mut self, id: u64, changes: &(impl Changes + ?Sized), now: DateTime<Utc>) {
         let kind = self.kind;
-        let Some(record) = self.records.get_mut(&id) else {
+        self.stamp(now);
+        let Table {
+            records,
+            unique,
+            stamp: (_, stamp),
+            ..
+        } = self;
+        let Some(record) = records.get_mut(&id) else {
             return;
         };
-        for (name, value) in changes {
+        // One ordered walk over the stored properties overwrites the values that are
+        // already there (an update's usual case) without a tree search per change;
+        // the rest (new properties, removals, unique ones) is left for the loop below.
+        let mut rest = Vec::new();
+        let mut stored = record.properties.iter_mut().peekable();
+        for (name, value) in changes.pairs() {
             // The CRM owns these; a client's value is silently ignored.
-            if kind.system_properties().contains(&name.as_str()) {
+            if kind.system_properties().contains(&name) {
                 continue;
             }
             let value = kind.normalize(name, value);
-            let previous = if value.is_empty() {
-                record.properties.remove(name)
-            } else {
-                record.properties.insert(name.clone(), value.clone())
-            };
+            if value.is_empty() || kind.unique_properties().contains(&name) {
+                rest.push((name, value));
+                continue;
+            }
+            while stored.next_if(|(key, _)| key.as_str() < name).is_some() {}
+            match stored.peek_mut() {
+                Some((key, current)) if key.as_str() == name => {
+                    if **current != *value {
+                        current.clear();
+                        current.push_str(&value);
+                    }
+                }
+                _ => rest.push((name, value)),
+            }
+        }
+        for (name, value) in rest {
             if let Some(property) = kind.unique_properties().iter().find(|p| **p == name) {
-                let index = self.unique.entry(property).or_default();
+                let previous = if value.is_empty() {
+                    record.properties.remove(name)
+                } else {
+                    record
+                        .properties
+                        .insert(name.to_owned(), value.clone().into_owned())
+                };
+                if previous.as_deref() == Some(&*value) {
+                    continue;
+                }
+                let index = unique.entry(property).or_default();
                 if let Some(previous) = previous {
                     index.remove(&previous);
                 }
                 if !value.is_empty() {
-                    index.insert(value, id);
+                    index.insert(value.into_owned(), id);
                 }
+            } else if value.is_empty() {
+                record.properties.remove(name);
+            } else {
+                overwrite(&mut record.properties, name, &value);
             }
         }
         record.updated_at = now;
-        record
-            .properties
-            .insert(kind.system_properties()[2].to_owned(), timestamp(now));
+        overwrite(&mut record.properties, kind.system_properties()[2], stamp);
+    }
+}
+
+/// Sets `name` to `value`, reusing the stored string's allocation when there is one.
+fn overwrite(properties: &mut BTreeMap<String, String>, name: &str, value: &str) {
+    match properties.get_mut(name) {
+        Some(stored) => {
+            if stored != value {
+                stored.clear();
+                stored.push_str(value);
+            }
+        }
+        None => {
+            properties.insert(name.to_owned(), value.to_owned());
+        }
     }
 }
 
@@ -639,6 +733,54 @@ mod tests {
             table.archived_records().map(|r| r.id).collect::<Vec<_>>(),
             [a]
         );
+    }
+
+    #[test]
+    fn one_update_overwrites_adds_clears_and_reindexes() {
+        let mut store = ObjectStore::new();
+        let table = store.table_mut(ObjectType::Contacts);
+        let now = Utc::now();
+        let id = table
+            .create(
+                &props(&[("email", "a@x.io"), ("firstname", "Ada"), ("lastname", "L")]),
+                now,
+            )
+            .id;
+        let later = now + chrono::Duration::seconds(5);
+        let record = table
+            .update(
+                id,
+                &props(&[
+                    ("company", "X"),
+                    ("email", "B@x.io"),
+                    ("firstname", "Ada"),
+                    ("lastname", ""),
+                    ("zip", "1000"),
+                ]),
+                later,
+            )
+            .expect("a live record");
+        let shown: Vec<(&str, &str)> = record
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let stamp = timestamp(later);
+        assert_eq!(
+            shown,
+            [
+                ("company", "X"),
+                ("createdate", timestamp(now).as_str()),
+                ("email", "b@x.io"),
+                ("firstname", "Ada"),
+                ("hs_object_id", id.to_string().as_str()),
+                ("lastmodifieddate", stamp.as_str()),
+                ("zip", "1000"),
+            ]
+        );
+        let by_email = IdProperty::Unique("email");
+        assert_eq!(table.resolve("b@x.io", by_email), Some(id));
+        assert_eq!(table.resolve("a@x.io", by_email), None);
     }
 
     #[test]

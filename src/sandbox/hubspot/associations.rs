@@ -12,6 +12,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 
 use super::super::errors::{ApiError, MAX_BATCH_INPUTS, StandardError, invalid_json};
+use super::super::requests;
 use super::super::store::{Association, IdProperty, ObjectStore, ObjectType};
 use super::super::{Data, Shared};
 use super::objects::{
@@ -125,6 +126,7 @@ fn batch_create(state: &Shared, from: &str, to: &str, body: &[u8]) -> Result<Res
     let started = Utc::now();
     let (from, to) = kinds(from, to)?;
     let request: CreateRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -139,7 +141,7 @@ fn batch_create(state: &Shared, from: &str, to: &str, body: &[u8]) -> Result<Res
     let mut errors = Vec::new();
     for input in request.inputs {
         let (from_id, to_id) = (input.from.id.text(), input.to.id.text());
-        if let Some(error) = injected_failure(faults, stats, vec![from_id.clone()]) {
+        if let Some(error) = injected_failure(faults, stats, || vec![from_id.clone()]) {
             errors.push(error);
             continue;
         }
@@ -279,6 +281,7 @@ fn batch_default(state: &Shared, from: &str, to: &str, body: &[u8]) -> Result<Re
     let started = Utc::now();
     let (from, to) = kinds(from, to)?;
     let request: DefaultRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -411,6 +414,7 @@ fn batch_read(state: &Shared, from: &str, to: &str, body: &[u8]) -> Result<Respo
     let started = Utc::now();
     let (from, to) = kinds(from, to)?;
     let request: ReadRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }

@@ -18,6 +18,8 @@ use super::gate::{self, Api, Refusal};
 use super::limits::{Admission, Quota};
 use super::{Data, SandboxState, Shared};
 
+pub(crate) use objects::valid_email;
+
 /// The `/crm` router, to be nested under `/crm`.
 pub(super) fn router(state: Shared) -> Router<Shared> {
     let router = associations::routes(owners::routes(search::routes(objects::routes(

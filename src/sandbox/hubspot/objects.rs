@@ -1,24 +1,28 @@
 //! CRM object endpoints (`/crm/v3/objects/{type}/…`): batch upsert, update, create,
 //! archive and read; create, read, update and archive one.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::ops::{Deref, Range};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::super::errors::{
     ApiError, MAX_BATCH_INPUTS, PORTAL_ID, PropertyError, StandardError, invalid_json,
 };
 use super::super::faults::FaultState;
+use super::super::requests::{self, Fault};
 use super::super::stats::SandboxStats;
-use super::super::store::{Association, IdProperty, ObjectType, Record, Table, timestamp};
+use super::super::store::{Association, Changes, IdProperty, ObjectType, Record, Table, timestamp};
 use super::super::{Data, Owner, Shared};
 
 type QueryPairs = Result<Query<Vec<(String, String)>>, QueryRejection>;
@@ -96,37 +100,240 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
     router
 }
 
+/// A string of a request body, borrowed from the body unless it had escapes: batch
+/// writes are the sandbox's hot path, and owning every id, name and value of 100
+/// inputs cost more than the writes themselves.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'a>(Cow<'a, str>);
+
+impl Deref for Text<'_> {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+// Ordered as its `str`, so a map of texts can be searched with a plain `&str`.
+impl std::borrow::Borrow<str> for Text<'_> {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+
+            fn visit_borrowed_str<E: serde::de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// An input's properties as parsed, borrowing from the body.
+type Properties<'a> = BTreeMap<Text<'a>, Text<'a>>;
+
+impl Changes for Properties<'_> {
+    fn value(&self, name: &str) -> Option<&str> {
+        self.get(name).map(|value| &**value)
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.iter().map(|(name, value)| (&**name, &**value))
+    }
+}
+
 /// `BatchInputSimplePublicObjectBatchInputUpsert` and `BatchInputSimplePublicObjectBatchInput`.
 #[derive(Debug, Deserialize)]
-struct BatchInputs {
-    inputs: Vec<WriteInput>,
+struct BatchInputs<'a> {
+    #[serde(borrow)]
+    inputs: Vec<WriteInput<'a>>,
 }
 
 /// `SimplePublicObjectBatchInputUpsert` and `SimplePublicObjectBatchInput`, which
 /// share one shape; property values must be strings, as HubSpot requires.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct WriteInput {
-    id: String,
-    #[serde(default)]
-    id_property: Option<String>,
-    properties: BTreeMap<String, String>,
+struct WriteInput<'a> {
+    #[serde(borrow)]
+    id: Text<'a>,
+    #[serde(default, borrow)]
+    id_property: Option<Text<'a>>,
+    #[serde(borrow)]
+    properties: Properties<'a>,
     #[serde(default)]
     object_write_trace_id: Option<String>,
 }
 
-/// `SimplePublicUpsertObject`.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-struct UpsertResult {
-    id: String,
-    properties: BTreeMap<String, String>,
-    created_at: String,
-    updated_at: String,
-    archived: bool,
-    new: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
+/// The answers of a batch's written records, copied out of the store under its lock
+/// into one buffer and serialized after the lock is released: the lock is what every
+/// request queues on, and serializing there took as long as the writes themselves,
+/// while copying each value into a clone of its record cost an allocation per string.
+#[derive(Debug, Default)]
+struct Written {
+    text: String,
+    /// Ranges of `text`: each property's name and value.
+    properties: Vec<(Range<usize>, Range<usize>)>,
+    records: Vec<WrittenRecord>,
+}
+
+/// One written record; its strings are ranges of [`Written::text`].
+#[derive(Debug)]
+struct WrittenRecord {
+    id: u64,
+    properties: Range<usize>,
+    created_at: Range<usize>,
+    updated_at: Range<usize>,
+    archived_at: Option<DateTime<Utc>>,
+    /// Upserts say whether the record was created (`SimplePublicUpsertObject`).
+    new: Option<bool>,
     object_write_trace_id: Option<String>,
+}
+
+impl Written {
+    fn with_capacity(records: usize) -> Self {
+        Written {
+            text: String::with_capacity(records * 256),
+            properties: Vec::with_capacity(records * 8),
+            records: Vec::with_capacity(records),
+        }
+    }
+
+    fn push_str(&mut self, s: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(s);
+        start..self.text.len()
+    }
+
+    fn copy(
+        &mut self,
+        kind: ObjectType,
+        record: &Record,
+        new: Option<bool>,
+        object_write_trace_id: Option<String>,
+    ) {
+        // The record's own date properties hold exactly its timestamps; they are
+        // picked up on the way rather than looked up again.
+        let [_, created, modified] = kind.system_properties();
+        let (mut created_at, mut updated_at) = (None, None);
+        let first = self.properties.len();
+        for (name, value) in &record.properties {
+            let name_range = self.push_str(name);
+            let value_range = self.push_str(value);
+            if name == created {
+                created_at = Some(value_range.clone());
+            } else if name == modified {
+                updated_at = Some(value_range.clone());
+            }
+            self.properties.push((name_range, value_range));
+        }
+        let created_at = created_at.unwrap_or_else(|| self.push_str(&timestamp(record.created_at)));
+        let updated_at = updated_at.unwrap_or_else(|| self.push_str(&timestamp(record.updated_at)));
+        self.records.push(WrittenRecord {
+            id: record.id,
+            properties: first..self.properties.len(),
+            created_at,
+            updated_at,
+            archived_at: record.archived_at,
+            new,
+            object_write_trace_id,
+        });
+    }
+
+    /// Appends the records' JSON, comma-separated (the inside of `results`).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        for (i, record) in self.records.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            let view = WrittenView {
+                written: self,
+                record,
+            };
+            if serde_json::to_writer(&mut *out, &view).is_err() {
+                out.extend_from_slice(b"null");
+            }
+        }
+    }
+}
+
+/// A [`WrittenRecord`] as HubSpot answers it: `SimplePublicUpsertObject` with `new`,
+/// `SimplePublicObject` without.
+struct WrittenView<'a> {
+    written: &'a Written,
+    record: &'a WrittenRecord,
+}
+
+impl Serialize for WrittenView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let text = |range: &Range<usize>| &self.written.text[range.clone()];
+        let record = self.record;
+        let mut out = serializer.serialize_struct("SimplePublicObject", 8)?;
+        out.serialize_field("id", &Id(record.id))?;
+        out.serialize_field(
+            "properties",
+            &PropertiesView {
+                written: self.written,
+                range: record.properties.clone(),
+            },
+        )?;
+        out.serialize_field("createdAt", text(&record.created_at))?;
+        out.serialize_field("updatedAt", text(&record.updated_at))?;
+        out.serialize_field("archived", &record.archived_at.is_some())?;
+        if let Some(at) = record.archived_at {
+            out.serialize_field("archivedAt", &timestamp(at))?;
+        }
+        if let Some(new) = record.new {
+            out.serialize_field("new", &new)?;
+        }
+        if let Some(trace) = &record.object_write_trace_id {
+            out.serialize_field("objectWriteTraceId", trace)?;
+        }
+        out.end()
+    }
+}
+
+struct PropertiesView<'a> {
+    written: &'a Written,
+    range: Range<usize>,
+}
+
+impl Serialize for PropertiesView<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = &self.written.text;
+        serializer.collect_map(
+            self.written.properties[self.range.clone()]
+                .iter()
+                .map(|(name, value)| (&text[name.clone()], &text[value.clone()])),
+        )
+    }
+}
+
+/// A record id, which HubSpot sends as a string.
+struct Id(u64);
+
+impl Serialize for Id {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
 }
 
 /// `SimplePublicObject` (and `SimplePublicObjectWithAssociations`, without associations).
@@ -201,12 +408,13 @@ impl<T: Serialize> BatchResponse<T> {
 
 /// Parses a batch body and applies the rules that reject a whole batch: size,
 /// `idProperty` and duplicate ids. `action` names the operation in HubSpot's message.
-fn keyed_inputs(
+fn keyed_inputs<'a>(
     kind: ObjectType,
-    body: &[u8],
+    body: &'a [u8],
     action: &str,
-) -> Result<Vec<(IdProperty, WriteInput)>, ApiError> {
+) -> Result<Vec<(IdProperty, WriteInput<'a>)>, ApiError> {
     let request: BatchInputs = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -218,39 +426,84 @@ fn keyed_inputs(
             Ok((by, input))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
-    reject_duplicates(
-        kind,
-        keyed.iter().map(|(by, input)| (*by, input.id.as_str())),
-    )?;
+    reject_duplicates(kind, keyed.iter().map(|(by, input)| (*by, &*input.id)))?;
     Ok(keyed)
 }
 
-/// Writes one keyed input of a batch: an upsert or an update.
-type WriteOne<R> = fn(
+/// Writes one keyed input of a batch (an upsert or an update) and copies the
+/// written record into `written`. `problems` are the input's invalid values when
+/// they were found before the lock was taken; `None` leaves the check to it.
+type WriteOne = fn(
     ObjectType,
     &mut Table,
     &[Owner],
     IdProperty,
-    WriteInput,
+    WriteInput<'_>,
+    Option<Vec<PropertyError>>,
     DateTime<Utc>,
-) -> Result<R, Box<StandardError>>;
+    &mut Written,
+) -> Result<(), Box<StandardError>>;
+
+/// What HubSpot refuses in one input's values; `upsert` also checks the unique value
+/// that names the record (an upsert by email creates a record with that email).
+fn input_problems(
+    kind: ObjectType,
+    by: IdProperty,
+    input: &WriteInput<'_>,
+    owners: &[Owner],
+    upsert: bool,
+) -> Vec<PropertyError> {
+    let mut problems = Vec::new();
+    if let (true, IdProperty::Unique(property)) = (upsert, by)
+        && let Some(problem) = check_property(kind, property, &input.id, owners)
+    {
+        problems.push(problem);
+    }
+    problems.extend(invalid_properties(kind, &input.properties, owners));
+    problems
+}
+
+/// Whether checking an input needs the owners (which only the locked data has).
+fn names_an_owner(input: &WriteInput<'_>) -> bool {
+    input
+        .properties
+        .value("hubspot_owner_id")
+        .is_some_and(|owner| !owner.is_empty())
+}
+
+/// Bytes of answer per input, to size the body once: an upsert result with a few
+/// properties is 300–400 bytes.
+const RESULT_BYTES: usize = 512;
 
 /// Applies a batch of keyed inputs in order and independently: one bad record
-/// does not hold back the rest.
-fn apply_keyed<R: Serialize>(
+/// does not hold back the rest. The body is written as the records are, so results
+/// are never copied out of the store.
+fn apply_keyed(
     state: &Shared,
     kind: ObjectType,
     body: &[u8],
     action: &str,
-    write: WriteOne<R>,
+    upsert: bool,
+    write: WriteOne,
 ) -> Result<Response, ApiError> {
     let started = Utc::now();
     let keyed = keyed_inputs(kind, body, action)?;
+    // Everything that needs no stored data is checked before the lock is taken.
+    let problems: Vec<Option<Vec<PropertyError>>> = keyed
+        .iter()
+        .map(|(by, input)| {
+            (!names_an_owner(input)).then(|| input_problems(kind, *by, input, &[], upsert))
+        })
+        .collect();
+    let mut written = Written::with_capacity(keyed.len());
+    let mut errors = Vec::new();
     let mut data = state.lock();
     unknown_properties(
         &data.properties,
         kind,
-        keyed.iter().map(|(_, input)| &input.properties),
+        keyed
+            .iter()
+            .flat_map(|(_, input)| input.properties.keys().map(|name| &**name)),
     )?;
     let Data {
         store,
@@ -261,55 +514,93 @@ fn apply_keyed<R: Serialize>(
     } = &mut *data;
     let table = store.table_mut(kind);
     let now = Utc::now();
-    let mut results = Vec::new();
-    let mut errors = Vec::new();
-    for (by, input) in keyed {
-        if let Some(error) = injected_failure(faults, stats, vec![input.id.clone()]) {
+    for ((by, input), problems) in keyed.into_iter().zip(problems) {
+        if let Some(error) = injected_failure(faults, stats, || vec![input.id.to_string()]) {
             errors.push(error);
             continue;
         }
-        match write(kind, table, owners, by, input, now) {
-            Ok(result) => results.push(result),
-            Err(error) => errors.push(*error),
+        if let Err(error) = write(kind, table, owners, by, input, problems, now, &mut written) {
+            errors.push(*error);
         }
     }
-    data.stats.records_written += results.len() as u64;
+    stats.records_written += written.records.len() as u64;
     drop(data);
-    Ok(BatchResponse::respond(
-        StatusCode::OK,
-        results,
-        errors,
-        started,
-    ))
+    let mut out = Vec::with_capacity(64 + written.records.len() * RESULT_BYTES);
+    out.extend_from_slice(br#"{"status":"COMPLETE","results":["#);
+    written.write_json(&mut out);
+    out.push(b']');
+    Ok(finish_batch(out, StatusCode::OK, &errors, started))
+}
+
+/// Completes a batch answer whose results are already written (`{"status":…,"results":[…]`).
+fn finish_batch(
+    mut out: Vec<u8>,
+    success: StatusCode,
+    errors: &[StandardError],
+    started: DateTime<Utc>,
+) -> Response {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Tail<'e> {
+        num_errors: usize,
+        errors: &'e [StandardError],
+    }
+    let partial = !errors.is_empty();
+    if partial {
+        out.push(b',');
+        let tail = serde_json::to_vec(&Tail {
+            num_errors: errors.len(),
+            errors,
+        })
+        .unwrap_or_else(|_| b"{}".to_vec());
+        // The tail's fields, without its braces.
+        out.extend_from_slice(&tail[1..tail.len() - 1]);
+    }
+    out.extend_from_slice(br#","startedAt":""#);
+    out.extend_from_slice(timestamp(started).as_bytes());
+    out.extend_from_slice(br#"","completedAt":""#);
+    out.extend_from_slice(timestamp(Utc::now()).as_bytes());
+    out.extend_from_slice(br#""}"#);
+    let status = if partial {
+        StatusCode::MULTI_STATUS
+    } else {
+        success
+    };
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        out,
+    )
+        .into_response()
 }
 
 fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    apply_keyed(state, kind, body, "update/upsert", upsert_one)
+    apply_keyed(state, kind, body, "update/upsert", true, upsert_one)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn upsert_one(
     kind: ObjectType,
     table: &mut Table,
     owners: &[Owner],
     by: IdProperty,
-    input: WriteInput,
+    input: WriteInput<'_>,
+    problems: Option<Vec<PropertyError>>,
     now: DateTime<Utc>,
-) -> Result<UpsertResult, Box<StandardError>> {
-    let mut problems = Vec::new();
+    written: &mut Written,
+) -> Result<(), Box<StandardError>> {
     let existing = match by {
         IdProperty::RecordId => Some(
             table
                 .resolve(&input.id, by)
                 .ok_or_else(|| not_found_one(&input.id))?,
         ),
-        IdProperty::Unique(property) => {
-            if let Some(problem) = check_property(kind, property, &input.id, owners) {
-                problems.push(problem);
-            }
-            table.resolve(&input.id, by)
-        }
+        IdProperty::Unique(_) => table.resolve(&input.id, by),
     };
-    problems.extend(invalid_properties(kind, &input.properties, owners));
+    let problems = problems.unwrap_or_else(|| input_problems(kind, by, &input, owners, true));
     if !problems.is_empty() {
         return Err(Box::new(StandardError::invalid_properties(
             &input.id, &problems,
@@ -319,9 +610,11 @@ fn upsert_one(
     let mut changes = input.properties;
     if let (None, IdProperty::Unique(property)) = (existing, by) {
         // A record created by its unique value carries that value.
-        let value = changes.entry(property.to_owned()).or_default();
+        let value = changes
+            .entry(Text(Cow::Borrowed(property)))
+            .or_insert(Text(Cow::Borrowed("")));
         if value.is_empty() {
-            value.clone_from(&input.id);
+            *value = input.id.clone();
         }
     }
     if let Some((_, holder)) = table.unique_conflict(existing, &changes) {
@@ -335,35 +628,31 @@ fn upsert_one(
         },
         None => (table.create(&changes, now), true),
     };
-    Ok(UpsertResult {
-        id: record.id.to_string(),
-        properties: record.properties.clone(),
-        created_at: timestamp(record.created_at),
-        updated_at: timestamp(record.updated_at),
-        archived: false,
-        new,
-        object_write_trace_id: input.object_write_trace_id,
-    })
+    written.copy(kind, record, Some(new), input.object_write_trace_id);
+    Ok(())
 }
 
 /// `POST …/batch/update`: like upsert, but an input whose record does not exist is a
 /// per-record `OBJECT_NOT_FOUND` instead of a create.
 fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    apply_keyed(state, kind, body, "update", update_one)
+    apply_keyed(state, kind, body, "update", false, update_one)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn update_one(
     kind: ObjectType,
     table: &mut Table,
     owners: &[Owner],
     by: IdProperty,
-    input: WriteInput,
+    input: WriteInput<'_>,
+    problems: Option<Vec<PropertyError>>,
     now: DateTime<Utc>,
-) -> Result<ObjectResult, Box<StandardError>> {
+    written: &mut Written,
+) -> Result<(), Box<StandardError>> {
     let id = table
         .resolve(&input.id, by)
         .ok_or_else(|| not_found_one(&input.id))?;
-    let problems = invalid_properties(kind, &input.properties, owners);
+    let problems = problems.unwrap_or_else(|| input_problems(kind, by, &input, owners, false));
     if !problems.is_empty() {
         return Err(Box::new(StandardError::invalid_properties(
             &input.id, &problems,
@@ -375,7 +664,8 @@ fn update_one(
     let record = table
         .update(id, &input.properties, now)
         .ok_or_else(|| not_found_one(&input.id))?;
-    Ok(ObjectResult::written(record, input.object_write_trace_id))
+    written.copy(kind, record, None, input.object_write_trace_id);
+    Ok(())
 }
 
 /// `BatchInputSimplePublicObjectBatchInputForCreate`.
@@ -492,6 +782,7 @@ fn resolve_associations(
 fn batch_create(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let started = Utc::now();
     let request: CreateRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -540,8 +831,9 @@ fn update_single(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     #[derive(Deserialize)]
-    struct Input {
-        properties: BTreeMap<String, String>,
+    struct Input<'a> {
+        #[serde(borrow)]
+        properties: Properties<'a>,
     }
     let pairs = query_pairs(query)?;
     let id_property_name = pairs
@@ -559,19 +851,40 @@ fn update_single(
         stats,
         ..
     } = &mut *data;
-    if let Some(error) = injected_failure(faults, stats, vec![id.to_owned()]) {
+    if let Some(error) = injected_failure(faults, stats, || vec![id.to_owned()]) {
         return Err(single_error(error));
     }
     let input = WriteInput {
-        id: id.to_owned(),
+        id: Text(Cow::Borrowed(id)),
         id_property: None,
         properties: input.properties,
         object_write_trace_id: None,
     };
-    match update_one(kind, store.table_mut(kind), owners, by, input, Utc::now()) {
-        Ok(result) => {
+    let mut written = Written::with_capacity(1);
+    let table = store.table_mut(kind);
+    match update_one(
+        kind,
+        table,
+        owners,
+        by,
+        input,
+        None,
+        Utc::now(),
+        &mut written,
+    ) {
+        Ok(()) => {
             data.stats.records_written += 1;
-            Ok(axum::Json(result).into_response())
+            drop(data);
+            let mut out = Vec::with_capacity(RESULT_BYTES);
+            written.write_json(&mut out);
+            Ok((
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                out,
+            )
+                .into_response())
         }
         Err(error) if error.category == "CONFLICT" => Err(ApiError::Conflict {
             label: kind.label(),
@@ -609,7 +922,10 @@ fn create_records(
     unknown_properties(
         &data.properties,
         kind,
-        request.inputs.iter().map(|input| &input.properties),
+        request
+            .inputs
+            .iter()
+            .flat_map(|input| input.properties.keys().map(String::as_str)),
     )?;
     let Data {
         store,
@@ -628,7 +944,7 @@ fn create_records(
         // Nothing names a record yet; the email, when given, is what a client can match on.
         let email = input.properties.get("email").cloned();
         let ids = || email.iter().cloned().collect::<Vec<_>>();
-        if let Some(error) = injected_failure(faults, stats, ids()) {
+        if let Some(error) = injected_failure(faults, stats, ids) {
             planned.push(Err(error));
             continue;
         }
@@ -658,7 +974,7 @@ fn create_records(
             let Some(value) = input.properties.get(*property).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            let key = (*property, kind.normalize(property, value));
+            let key = (*property, kind.normalize(property, value).into_owned());
             if let Some(existing) = taken_in_batch.get(&key) {
                 return Err(ApiError::Conflict {
                     label: kind.label(),
@@ -708,6 +1024,7 @@ struct IdInput {
 /// record (unknown, already archived, not numeric) are skipped without an error.
 fn batch_archive(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
     let request: ArchiveRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }
@@ -728,19 +1045,21 @@ fn batch_archive(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Respon
 }
 
 /// A per-record failure injected by [`super::super::Faults::partial_failure_rate`], counted.
+/// `ids` are only made when a failure is drawn: this runs for every input of every batch.
 pub(super) fn injected_failure(
     faults: &mut FaultState,
     stats: &mut SandboxStats,
-    ids: Vec<String>,
+    ids: impl FnOnce() -> Vec<String>,
 ) -> Option<StandardError> {
     let category = faults.partial_failure()?;
     stats.faults.partial += 1;
+    requests::note_fault(Fault::Partial);
     let message = if category == "INTERNAL_ERROR" {
         "An internal error occurred while processing this input. Please try again."
     } else {
         "Property values were not valid: []"
     };
-    Some(StandardError::new(category, message.to_owned(), ids))
+    Some(StandardError::new(category, message.to_owned(), ids()))
 }
 
 fn not_found_one(id: &str) -> Box<StandardError> {
@@ -762,11 +1081,11 @@ fn conflict_one(kind: ObjectType, holder: u64, id: &str) -> Box<StandardError> {
 /// Every property value of one input that HubSpot would refuse.
 fn invalid_properties(
     kind: ObjectType,
-    properties: &BTreeMap<String, String>,
+    properties: &impl Changes,
     owners: &[Owner],
 ) -> Vec<PropertyError> {
     properties
-        .iter()
+        .pairs()
         .filter_map(|(name, value)| check_property(kind, name, value, owners))
         .collect()
 }
@@ -775,16 +1094,12 @@ fn invalid_properties(
 fn unknown_properties<'a>(
     custom: &BTreeMap<String, Vec<String>>,
     kind: ObjectType,
-    inputs: impl Iterator<Item = &'a BTreeMap<String, String>>,
+    names: impl Iterator<Item = &'a str>,
 ) -> Result<(), ApiError> {
     let mut missing: Vec<&str> = Vec::new();
-    for properties in inputs {
-        for name in properties.keys() {
-            if !crate::sandbox::property_exists(custom, kind, name)
-                && !missing.contains(&name.as_str())
-            {
-                missing.push(name);
-            }
+    for name in names {
+        if !crate::sandbox::property_exists(custom, kind, name) && !missing.contains(&name) {
+            missing.push(name);
         }
     }
     if missing.is_empty() {
@@ -921,7 +1236,7 @@ fn check_property(
 }
 
 /// A pragmatic address check: one `@`, a dot-atom local part, a dotted domain with an alphabetic TLD.
-fn valid_email(value: &str) -> bool {
+pub(crate) fn valid_email(value: &str) -> bool {
     let value = value.trim();
     let Some((local, domain)) = value.split_once('@') else {
         return false;
@@ -934,16 +1249,17 @@ fn valid_email(value: &str) -> bool {
         && local
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c));
-    let labels: Vec<&str> = domain.split('.').collect();
-    let domain_ok = labels.len() >= 2
-        && labels.iter().all(|label| {
+    // Checked label by label without collecting them: every input of a batch passes here.
+    let domain_ok = domain.contains('.')
+        && domain.split('.').all(|label| {
             !label.is_empty()
                 && !label.starts_with('-')
                 && !label.ends_with('-')
                 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         })
-        && labels
-            .last()
+        && domain
+            .rsplit('.')
+            .next()
             .is_some_and(|tld| tld.len() >= 2 && tld.chars().all(|c| c.is_ascii_alphabetic()));
     local_ok && domain_ok
 }
@@ -967,7 +1283,7 @@ fn reject_duplicates<'a>(
     let mut duplicates: Vec<String> = Vec::new();
     for (by, id) in ids {
         let key = match by {
-            IdProperty::RecordId => (None, id.trim().to_owned()),
+            IdProperty::RecordId => (None, Cow::Borrowed(id.trim())),
             IdProperty::Unique(property) => (Some(property), kind.normalize(property, id)),
         };
         if !seen.insert(key) && !duplicates.iter().any(|d| d == id) {
@@ -1032,6 +1348,7 @@ fn batch_read(
     let started = Utc::now();
     let archived = archived_flag(&query_pairs(query)?)?;
     let request: ReadRequest = serde_json::from_slice(body).map_err(|e| invalid_json(&e))?;
+    requests::note_records(request.inputs.len());
     if request.inputs.len() > MAX_BATCH_INPUTS {
         return Err(ApiError::TooManyInputs);
     }

@@ -14,6 +14,7 @@ use axum::routing::{get, patch, post};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::super::requests::{self, Fault};
 use super::super::{Data, Shared};
 use super::errors::{MAX_COLLECTION, RecordError, SfError};
 use super::query::render;
@@ -176,9 +177,11 @@ fn apply<T>(
     let now = salesforce.now().1;
     let mut writer = Writer::new(&mut salesforce.org, &caller.user, now);
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(inputs.len());
+    requests::note_records(inputs.len());
     for input in inputs {
         if let Some(category) = faults.partial_failure() {
             stats.faults.partial += 1;
+            requests::note_fault(Fault::Partial);
             outcomes.push(Err((None, injected_failure(category))));
             continue;
         }

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use axum::middleware::{self, Next};
@@ -323,7 +324,25 @@ pub(super) fn router(state: Shared) -> Router<Shared> {
     Router::new()
         .nest("/data", data)
         .merge(login)
-        .fallback(not_found)
+        .fallback(services_fallback)
+}
+
+/// Any other path under `/services`: a Slack incoming webhook, or Salesforce's 404.
+async fn services_fallback(
+    State(state): State<Shared>,
+    method: Method,
+    uri: axum::http::Uri,
+    body: Bytes,
+) -> Response {
+    // Inside the nest the path may have lost its `/services`.
+    let path = uri.path();
+    let path = if path.starts_with("/services/") {
+        path.to_owned()
+    } else {
+        format!("/services{path}")
+    };
+    super::slack::webhook_fallback(&state, &method, &path, &body)
+        .unwrap_or_else(|| SfError::not_found().into_response())
 }
 
 async fn not_found() -> Response {
