@@ -149,12 +149,20 @@ pub fn install_crypto_provider() {
 pub struct Request<'a> {
     pub method: Method,
     pub url: &'a str,
-    pub body: Option<&'a serde_json::Value>,
+    pub body: Option<Body<'a>>,
     /// Counts against the search budget as well.
     pub search: bool,
     /// Safe to send twice. A request that is not (creating a task) is retried only when it
     /// surely did not apply (429, no connection); otherwise it fails as [`Failure::Ambiguous`].
     pub idempotent: bool,
+}
+
+/// A request's JSON body: a value, or one already serialised (the batch writes build
+/// theirs straight from the records, without an intermediate [`serde_json::Value`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    Json(&'a serde_json::Value),
+    Serialized(&'a [u8]),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +177,18 @@ impl<'a> Request<'a> {
         Request {
             method: Method::Post,
             url,
-            body: Some(body),
+            body: Some(Body::Json(body)),
+            search: false,
+            idempotent: true,
+        }
+    }
+
+    /// An idempotent POST of JSON already serialised.
+    pub fn post_serialized(url: &'a str, body: &'a [u8]) -> Self {
+        Request {
+            method: Method::Post,
+            url,
+            body: Some(Body::Serialized(body)),
             search: false,
             idempotent: true,
         }
@@ -256,8 +275,14 @@ impl Client {
                 Method::Post => self.http.post(req.url),
             }
             .bearer_auth(self.token.expose());
-            if let Some(body) = req.body {
-                builder = builder.json(body);
+            match req.body {
+                Some(Body::Json(body)) => builder = builder.json(body),
+                Some(Body::Serialized(body)) => {
+                    builder = builder
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body.to_vec());
+                }
+                None => {}
             }
             // `applied_maybe`: the CRM may have acted on the request.
             let (wait, why, applied_maybe) = match builder.send().await {

@@ -372,12 +372,16 @@ pub(crate) struct Table {
     kind: ObjectType,
     records: BTreeMap<u64, Record>,
     /// property → normalized value → record id, for each unique property.
-    unique: HashMap<&'static str, HashMap<String, u64>>,
+    unique: HashMap<&'static str, HashMap<String, u64, UniqueHasher>>,
     next_id: u64,
     /// The last write's time and its [`timestamp`]: a batch writes every record at one
     /// `now`, so the string is formatted once, not once per record.
     stamp: (DateTime<Utc>, String),
 }
+
+/// The unique indexes are probed once or twice per written record: a fast hash
+/// (foldhash, randomly seeded) instead of SipHash.
+type UniqueHasher = foldhash::fast::RandomState;
 
 /// Record ids start here so they look like HubSpot's numeric ids, not row numbers.
 const FIRST_ID: u64 = 1001;

@@ -251,7 +251,7 @@ pub async fn run(
         drain_tasks(state, dest.as_ref(), sync, run_id, &mut summary).await?;
         send(
             state,
-            dest.as_ref(),
+            &dest,
             &source,
             run_id,
             &cs,
@@ -424,7 +424,7 @@ type ToCommit = (BatchOutcome, Option<tokio::sync::oneshot::Sender<bool>>);
 #[allow(clippy::too_many_arguments)]
 async fn send(
     state: &StateStore,
-    dest: &dyn Destination,
+    dest: &Arc<dyn Destination>,
     src: &Source<'_>,
     run_id: RunId,
     cs: &ChangeSet,
@@ -472,85 +472,32 @@ async fn send(
     }
 
     let added: std::collections::HashSet<u64> = cs.added.iter().map(|c| c.key_hash).collect();
-    let mut wanted: HashMap<u64, u64> = cs.to_send().map(|c| (c.key_hash, c.fingerprint)).collect();
+    let wanted: HashMap<u64, u64> = cs.to_send().map(|c| (c.key_hash, c.fingerprint)).collect();
     let total = wanted.len() + remove_jobs.iter().map(Job::len).sum::<usize>();
     let mut done = 0usize;
-    // Stored record ids of changed rows let updates find their record even when the
-    // matched value itself changed (a new email); `update` mode matches on the model's value.
-    let want_record_ids = sync.mode != SyncMode::Update;
     // Set when the connector fails: the producer stops reading the model.
     let halt = tokio_util::sync::CancellationToken::new();
-    let stopped = || halt.is_cancelled() || stop.is_some_and(|t| t.is_cancelled());
     let (tx, rx) = tokio::sync::mpsc::channel::<Job>(dest.concurrency().max(1));
+    let sync_config = Arc::new(sync.clone());
 
-    let produce = async {
-        let tx = tx;
-        for job in remove_jobs {
-            if stopped() || tx.send(job).await.is_err() {
-                return Ok(());
-            }
-        }
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let df = model::plan(src.ctx, src.model).await?;
-        let mut stream = model::run(df, src.model).await?;
-        let renderer = Renderer::new(src.model, sync);
-        // Added and changed rows go in separate batches: they are written differently.
-        let mut pending: [Vec<Record>; 2] = [Vec::with_capacity(batch), Vec::with_capacity(batch)];
-        while let Some(b) = stream.next().await {
-            if stopped() {
-                return Ok(());
-            }
-            let b = b.map_err(|e| SyncError::Model(model::sql_error(src.model, &e)))?;
-            let mut ready: Vec<(Vec<Record>, bool)> = Vec::new();
-            renderer
-                .render(&b, |row| {
-                    let Some((kh, fp)) = Differ::fingerprint_of(&row) else {
-                        return;
-                    };
-                    // `remove` also guards against a key that turned up twice since the plan.
-                    if wanted.get(&kh) == Some(&fp) {
-                        wanted.remove(&kh);
-                        let (Some(key), Some(match_value)) = (row.key, row.match_value) else {
-                            return;
-                        };
-                        let is_added = added.contains(&kh);
-                        let slot = &mut pending[usize::from(!is_added)];
-                        slot.push(Record {
-                            key,
-                            key_hash: kh,
-                            fingerprint: fp,
-                            match_value,
-                            properties: row.properties,
-                        });
-                        if slot.len() == batch {
-                            ready.push((
-                                std::mem::replace(slot, Vec::with_capacity(batch)),
-                                is_added,
-                            ));
-                        }
-                    }
-                })
-                .map_err(|e| SyncError::Model(model::sql_error(src.model, &e)))?;
-            for (recs, is_added) in ready {
-                let job = with_record_ids(state, sync, recs, is_added, want_record_ids).await?;
-                if stopped() || tx.send(job).await.is_err() {
-                    return Ok(());
-                }
-            }
-            if wanted.is_empty() && pending.iter().all(Vec::is_empty) {
-                break;
-            }
-        }
-        for (i, recs) in pending.into_iter().enumerate() {
-            if !recs.is_empty() && !stopped() {
-                let job = with_record_ids(state, sync, recs, i == 0, want_record_ids).await?;
-                let _ = tx.send(job).await;
-            }
-        }
-        Ok::<(), SyncError>(())
-    };
+    // The second read of the model and the rendering run on their own task, so they
+    // use another core than the requests and their answers.
+    let producer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(produce(Producer {
+        ctx: src.ctx.clone(),
+        model: src.model.clone(),
+        sync: Arc::clone(&sync_config),
+        state: state.clone(),
+        remove_jobs,
+        wanted,
+        added,
+        batch,
+        // Stored record ids of changed rows let updates find their record even when the
+        // matched value itself changed (a new email); `update` mode matches on the model's value.
+        want_record_ids: sync.mode != SyncMode::Update,
+        halt: halt.clone(),
+        stop: stop.cloned(),
+        tx,
+    })));
 
     // Commits run beside the requests, so a slow state store never holds up the
     // next request; batches that finish during a commit share the next transaction.
@@ -579,19 +526,45 @@ async fn send(
         error
     };
 
+    // Each batch is written, committed and followed by its tasks on a task of its own,
+    // so building requests and reading answers spread over the cores.
+    let jobs = Arc::new(JobContext {
+        state: state.clone(),
+        dest: Arc::clone(dest),
+        sync: sync_config,
+        run_id,
+        handoff_at,
+        commit_tx,
+    });
     let consume = async {
-        let commit_tx = commit_tx;
         let mut failure: Option<ConnectorError> = None;
         let halt = &halt;
-        let commit_tx = &commit_tx;
+        let jobs = jobs;
+        let jobs = &jobs;
         let mut results = tokio_stream_from(rx)
             .map(|job| async move {
                 if halt.is_cancelled() {
                     return (job.len(), None);
                 }
                 let n = job.len();
-                let r = process(state, dest, sync, run_id, job, handoff_at, commit_tx).await;
-                (n, Some(r))
+                let jobs = Arc::clone(jobs);
+                let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+                    process(
+                        &jobs.state,
+                        jobs.dest.as_ref(),
+                        &jobs.sync,
+                        jobs.run_id,
+                        job,
+                        jobs.handoff_at,
+                        &jobs.commit_tx,
+                    )
+                    .await
+                }));
+                match task.await {
+                    Ok(r) => (n, Some(r)),
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => (n, None),
+                }
             })
             .buffer_unordered(dest.concurrency().max(1));
         while let Some((n, report)) = results.next().await {
@@ -623,7 +596,15 @@ async fn send(
         failure
     };
 
-    let (produced, failure, commit_error) = tokio::join!(produce, consume, committer);
+    let (failure, commit_error) = tokio::join!(consume, committer);
+    let produced = match producer.await {
+        Ok(r) => r,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(SyncError::Model(src.model.sql.error_at_line(
+            0,
+            format!("reading the model to send its rows was cancelled: {e}"),
+        ))),
+    };
     summary.unsent = (total - done) as u64;
     if let Some(e) = commit_error {
         // Those rows keep their old fingerprints: the next run resends them (writes are idempotent).
@@ -637,6 +618,108 @@ async fn send(
         summary.error.get_or_insert(e.to_string());
     }
     Ok(())
+}
+
+/// What the producer task owns: the model to read again and the rows to pick from it.
+struct Producer {
+    ctx: SessionContext,
+    model: ModelConfig,
+    sync: Arc<SyncConfig>,
+    state: StateStore,
+    remove_jobs: Vec<Job>,
+    /// Key hash → fingerprint of every row to send.
+    wanted: HashMap<u64, u64>,
+    /// Key hashes of rows new to the sync.
+    added: std::collections::HashSet<u64>,
+    batch: usize,
+    want_record_ids: bool,
+    halt: tokio_util::sync::CancellationToken,
+    stop: Option<tokio_util::sync::CancellationToken>,
+    tx: tokio::sync::mpsc::Sender<Job>,
+}
+
+/// Reads the model a second time and hands the rows the plan chose to the consumer,
+/// in batches: removals first, then added and changed rows (in separate batches,
+/// since they are written differently). Rows not chosen are hashed in place and
+/// never rendered; a row whose payload changed since the plan is not sent.
+async fn produce(p: Producer) -> Result<(), SyncError> {
+    let Producer {
+        ctx,
+        model,
+        sync,
+        state,
+        remove_jobs,
+        mut wanted,
+        added,
+        batch,
+        want_record_ids,
+        halt,
+        stop,
+        tx,
+    } = p;
+    let stopped = || halt.is_cancelled() || stop.as_ref().is_some_and(|t| t.is_cancelled());
+    for job in remove_jobs {
+        if stopped() || tx.send(job).await.is_err() {
+            return Ok(());
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let model_error =
+        |e: &datafusion::error::DataFusionError| SyncError::Model(model::sql_error(&model, e));
+    let df = model::plan(&ctx, &model).await?;
+    let mut stream = model::run(df, &model).await?;
+    let renderer = Renderer::new(&model, &sync);
+    let mut pending: [Vec<Record>; 2] = [Vec::with_capacity(batch), Vec::with_capacity(batch)];
+    while let Some(b) = stream.next().await {
+        if stopped() {
+            return Ok(());
+        }
+        let b = b.map_err(|e| model_error(&e))?;
+        let mut ready: Vec<(Vec<Record>, bool)> = Vec::new();
+        renderer
+            .records(
+                &b,
+                // `remove` also guards against a key that turned up twice since the plan.
+                |kh, fp| wanted.get(&kh) == Some(&fp) && wanted.remove(&kh).is_some(),
+                |rec| {
+                    let is_added = added.contains(&rec.key_hash);
+                    let slot = &mut pending[usize::from(!is_added)];
+                    slot.push(rec);
+                    if slot.len() == batch {
+                        ready.push((std::mem::replace(slot, Vec::with_capacity(batch)), is_added));
+                    }
+                },
+            )
+            .map_err(|e| model_error(&e))?;
+        for (recs, is_added) in ready {
+            let job = with_record_ids(&state, &sync, recs, is_added, want_record_ids).await?;
+            if stopped() || tx.send(job).await.is_err() {
+                return Ok(());
+            }
+        }
+        if wanted.is_empty() && pending.iter().all(Vec::is_empty) {
+            break;
+        }
+    }
+    for (i, recs) in pending.into_iter().enumerate() {
+        if !recs.is_empty() && !stopped() {
+            let job = with_record_ids(&state, &sync, recs, i == 0, want_record_ids).await?;
+            let _ = tx.send(job).await;
+        }
+    }
+    Ok(())
+}
+
+/// What every batch's task shares.
+struct JobContext {
+    state: StateStore,
+    dest: Arc<dyn Destination>,
+    sync: Arc<SyncConfig>,
+    run_id: RunId,
+    handoff_at: DateTime<Utc>,
+    commit_tx: tokio::sync::mpsc::UnboundedSender<ToCommit>,
 }
 
 /// Attaches the stored record ids to a batch of changed rows.
@@ -762,9 +845,9 @@ async fn process(
                 }
             }
         }
-        Job::Write { rows, added } => {
+        Job::Write { mut rows, added } => {
             let mut outgoing: Vec<(Route, Outgoing)> = Vec::with_capacity(rows.len());
-            for (i, (rec, stored)) in rows.iter().enumerate() {
+            for (i, (rec, stored)) in rows.iter_mut().enumerate() {
                 let r = route(sync, added, stored.as_deref());
                 let id = match r {
                     Route::UpdateById
@@ -775,7 +858,8 @@ async fn process(
                     Route::Create => String::new(),
                     _ => rec.match_value.clone(),
                 };
-                let mut properties = rec.properties.clone();
+                // Moved, not copied: from here on a row's properties live in its `Outgoing`.
+                let mut properties = std::mem::take(&mut rec.properties);
                 // Found by its id, the record still takes the matched value (a changed email).
                 if r == Route::UpdateById
                     && let MatchOn::Property(prop) = &sync.match_on
@@ -808,10 +892,11 @@ async fn process(
                 Route::UpdateById,
                 Route::Create,
             ] {
-                let group: Vec<&Outgoing> = outgoing
+                let group: Vec<usize> = outgoing
                     .iter()
-                    .filter(|(rt, o)| *rt == r && !rejected.contains_key(&o.row))
-                    .map(|(_, o)| o)
+                    .enumerate()
+                    .filter(|(_, (rt, o))| *rt == r && !rejected.contains_key(&o.row))
+                    .map(|(j, _)| j)
                     .collect();
                 if group.is_empty() {
                     continue;
@@ -826,18 +911,30 @@ async fn process(
                     (Route::Create, _) => WriteOp::Create,
                     _ => WriteOp::Update { id_property: None },
                 };
-                let out: Vec<OutRecord> = group
+                // The request takes the records by value for its body; they are moved
+                // there and back rather than copied.
+                let mut out: Vec<OutRecord> = group
                     .iter()
-                    .map(|o| OutRecord {
-                        key: rows[o.row].0.key.clone(),
-                        id: o.id.clone(),
-                        properties: o.properties.clone(),
+                    .map(|&j| {
+                        let o = &mut outgoing[j].1;
+                        OutRecord {
+                            key: std::mem::take(&mut rows[o.row].0.key),
+                            id: std::mem::take(&mut o.id),
+                            properties: std::mem::take(&mut o.properties),
+                        }
                     })
                     .collect();
-                let report = dest.write(&sync.object, op, &out).await?;
+                let report = dest.write(&sync.object, op, &out).await;
+                for (&j, sent) in group.iter().zip(out.iter_mut()) {
+                    let o = &mut outgoing[j].1;
+                    rows[o.row].0.key = std::mem::take(&mut sent.key);
+                    o.id = std::mem::take(&mut sent.id);
+                    o.properties = std::mem::take(&mut sent.properties);
+                }
+                let report = report?;
                 p.api_calls += report.api_calls;
                 p.throttled += report.throttled;
-                for (o, res) in group.iter().zip(report.outcomes) {
+                for (o, res) in group.iter().map(|&j| &outgoing[j].1).zip(report.outcomes) {
                     match res {
                         Outcome::Accepted { record_id } => {
                             accepted.insert(o.row, record_id);

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
 use super::budget::{self, Budget};
 use super::http::{Client, Failure, HttpError, Request, Response, RetryPolicy, Sent, Throttle};
@@ -115,59 +116,17 @@ impl HubSpot {
         records: &'a [OutRecord],
     ) -> BoxFuture<'a, Result<BatchReport, ConnectorError>> {
         Box::pin(async move {
-            let (path, inputs): (&str, Vec<Value>) = match op {
-                WriteOp::Upsert { id_property } => (
-                    "upsert",
-                    records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            json!({
-                                "id": r.id,
-                                "idProperty": id_property,
-                                "objectWriteTraceId": i.to_string(),
-                                "properties": properties_json(&r.properties),
-                            })
-                        })
-                        .collect(),
-                ),
-                WriteOp::Update { id_property } => (
-                    "update",
-                    records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            let mut input = json!({
-                                "id": r.id,
-                                "objectWriteTraceId": i.to_string(),
-                                "properties": properties_json(&r.properties),
-                            });
-                            if let Some(p) = id_property {
-                                input["idProperty"] = json!(p);
-                            }
-                            input
-                        })
-                        .collect(),
-                ),
-                WriteOp::Create => (
-                    "create",
-                    records
-                        .iter()
-                        .enumerate()
-                        .map(|(i, r)| {
-                            json!({
-                                "objectWriteTraceId": i.to_string(),
-                                "properties": properties_json(&r.properties),
-                                "associations": [],
-                            })
-                        })
-                        .collect(),
-                ),
+            let path = match op {
+                WriteOp::Upsert { .. } => "upsert",
+                WriteOp::Update { .. } => "update",
+                WriteOp::Create => "create",
             };
             let what = format!("POST /crm/v3/objects/{object}/batch/{path}");
             let url = self.url(&format!("/crm/v3/objects/{object}/batch/{path}"));
-            let body = json!({ "inputs": inputs });
-            let (resp, api_calls, throttled) = self.call(&what, Request::post(&url, &body)).await?;
+            let body = batch_body(op, records);
+            let (resp, api_calls, throttled) = self
+                .call(&what, Request::post_serialized(&url, &body))
+                .await?;
             let id_property = match op {
                 WriteOp::Upsert { id_property } => Some(id_property),
                 WriteOp::Update { id_property } => id_property,
@@ -207,7 +166,7 @@ impl HubSpot {
                 });
             }
             let outcomes = match resp.status {
-                200 | 201 | 207 => match serde_json::from_str::<BatchResponse>(&resp.body) {
+                200 | 201 | 207 => match BatchResponse::parse(&resp.body, id_property) {
                     Ok(b) => match_outcomes(records, &b, id_property),
                     Err(e) => {
                         // The write may have applied, but we cannot tell which: leave every row
@@ -255,12 +214,114 @@ fn classify_429(body: &str) -> Throttle {
     }
 }
 
+/// The body of a batch write, serialised straight from the records: each input carries
+/// its position as `objectWriteTraceId`, so results can be paired with inputs in any order.
+fn batch_body(op: WriteOp<'_>, records: &[OutRecord]) -> Vec<u8> {
+    struct Properties<'a>(&'a [(String, Option<String>)]);
+    impl Serialize for Properties<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(Some(self.0.len()))?;
+            for (k, v) in self.0 {
+                // HubSpot clears a property given the empty string.
+                m.serialize_entry(k, v.as_deref().unwrap_or(""))?;
+            }
+            m.end()
+        }
+    }
+    struct Input<'a> {
+        op: WriteOp<'a>,
+        trace: usize,
+        record: &'a OutRecord,
+    }
+    impl Serialize for Input<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            let id_property = match self.op {
+                WriteOp::Upsert { id_property } => Some(id_property),
+                WriteOp::Update { id_property } => id_property,
+                WriteOp::Create => None,
+            };
+            if !matches!(self.op, WriteOp::Create) {
+                m.serialize_entry("id", &self.record.id)?;
+            }
+            if let Some(p) = id_property {
+                m.serialize_entry("idProperty", p)?;
+            }
+            m.serialize_entry("objectWriteTraceId", &self.trace.to_string())?;
+            m.serialize_entry("properties", &Properties(&self.record.properties))?;
+            if matches!(self.op, WriteOp::Create) {
+                m.serialize_entry("associations", &[(); 0])?;
+            }
+            m.end()
+        }
+    }
+    struct Inputs<'a>(WriteOp<'a>, &'a [OutRecord]);
+    impl Serialize for Inputs<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(self.1.iter().enumerate().map(|(trace, record)| Input {
+                op: self.0,
+                trace,
+                record,
+            }))
+        }
+    }
+    #[derive(Serialize)]
+    struct Batch<'a> {
+        inputs: Inputs<'a>,
+    }
+    let mut out = Vec::with_capacity(64 + records.len() * 256);
+    serde_json::to_writer(
+        &mut out,
+        &Batch {
+            inputs: Inputs(op, records),
+        },
+    )
+    .expect("serialising strings into a Vec cannot fail");
+    out
+}
+
 #[derive(Debug, Deserialize)]
 struct BatchResponse {
     #[serde(default)]
     results: Vec<ResultObject>,
     #[serde(default)]
     errors: Vec<StandardError>,
+}
+
+impl BatchResponse {
+    /// Reads a batch answer. Results are paired with inputs by their trace ids; only when
+    /// some result lacks one are the records' properties read, to pair by `id_property`.
+    fn parse(body: &str, id_property: Option<&str>) -> Result<Self, serde_json::Error> {
+        #[derive(Deserialize)]
+        struct Lean {
+            #[serde(default)]
+            results: Vec<LeanResult>,
+            #[serde(default)]
+            errors: Vec<StandardError>,
+        }
+        #[derive(Deserialize)]
+        struct LeanResult {
+            id: String,
+            #[serde(default, rename = "objectWriteTraceId")]
+            trace_id: Option<String>,
+        }
+        let lean: Lean = serde_json::from_str(body)?;
+        if id_property.is_some() && lean.results.iter().any(|r| r.trace_id.is_none()) {
+            return serde_json::from_str(body);
+        }
+        Ok(BatchResponse {
+            results: lean
+                .results
+                .into_iter()
+                .map(|r| ResultObject {
+                    id: r.id,
+                    properties: HashMap::new(),
+                    trace_id: r.trace_id,
+                })
+                .collect(),
+            errors: lean.errors,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,15 +440,6 @@ fn error_category(body: &str) -> (String, String) {
         ),
         _ => ("ERROR".into(), body.chars().take(500).collect()),
     }
-}
-
-fn properties_json(props: &[(String, Option<String>)]) -> Value {
-    let mut m = Map::new();
-    for (k, v) in props {
-        // HubSpot clears a property given the empty string.
-        m.insert(k.clone(), Value::String(v.clone().unwrap_or_default()));
-    }
-    Value::Object(m)
 }
 
 /// Search answers at most this many results a page, and takes this many values in an `IN` filter.
@@ -776,7 +828,8 @@ mod tests {
             {"id":"1","properties":{"email":"a@x.com"}}],
             "numErrors":1,
             "errors":[{"status":"error","category":"VALIDATION_ERROR","message":"bad email","context":{"ids":["nope"]}}]}"#;
-        let b: BatchResponse = serde_json::from_str(body).unwrap();
+        // No trace ids: the properties are read to pair results by email.
+        let b = BatchResponse::parse(body, Some("email")).unwrap();
         let got = match_outcomes(
             &[rec("A@x.com"), rec("nope"), rec("b@x.com"), rec("c@x.com")],
             &b,
@@ -809,7 +862,7 @@ mod tests {
         let body = r#"{"status":"COMPLETE","results":[
             {"id":"9","properties":{},"objectWriteTraceId":"1"}],
             "errors":[{"status":"error","category":"VALIDATION_ERROR","message":"bad owner","context":{}}]}"#;
-        let b: BatchResponse = serde_json::from_str(body).unwrap();
+        let b = BatchResponse::parse(body, None).unwrap();
         let none = |k: &str| OutRecord {
             key: k.into(),
             id: String::new(),
@@ -822,6 +875,69 @@ mod tests {
             Outcome::Accepted {
                 record_id: Some("9".into())
             }
+        );
+    }
+
+    #[test]
+    fn results_with_trace_ids_are_paired_without_reading_properties() {
+        let body = r#"{"status":"COMPLETE","results":[
+            {"id":"7","properties":{"email":"b@x.com","firstname":"B"},"objectWriteTraceId":"1"},
+            {"id":"6","properties":{"email":"a@x.com"},"objectWriteTraceId":"0"}]}"#;
+        let b = BatchResponse::parse(body, Some("email")).unwrap();
+        assert!(b.results.iter().all(|r| r.properties.is_empty()));
+        let got = match_outcomes(&[rec("a@x.com"), rec("b@x.com")], &b, Some("email"));
+        let ids: Vec<_> = got
+            .iter()
+            .map(|o| match o {
+                Outcome::Accepted { record_id } => record_id.clone().unwrap(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(ids, ["6", "7"]);
+        assert!(BatchResponse::parse("{not json", Some("email")).is_err());
+    }
+
+    #[test]
+    fn batch_bodies_have_each_operations_shape() {
+        let records = [
+            OutRecord {
+                key: "k1".into(),
+                id: "a@x.com".into(),
+                properties: vec![
+                    ("firstname".into(), Some("Ada \"A\" \u{e9}".into())),
+                    ("lastname".into(), None),
+                ],
+            },
+            OutRecord {
+                key: "k2".into(),
+                id: "b@x.com".into(),
+                properties: vec![],
+            },
+        ];
+        let body = |op| serde_json::from_slice::<Value>(&batch_body(op, &records)).unwrap();
+        assert_eq!(
+            body(WriteOp::Upsert {
+                id_property: "email"
+            }),
+            json!({"inputs": [
+                {"id": "a@x.com", "idProperty": "email", "objectWriteTraceId": "0",
+                 "properties": {"firstname": "Ada \"A\" \u{e9}", "lastname": ""}},
+                {"id": "b@x.com", "idProperty": "email", "objectWriteTraceId": "1", "properties": {}},
+            ]})
+        );
+        assert_eq!(
+            body(WriteOp::Update { id_property: None })["inputs"][1],
+            json!({"id": "b@x.com", "objectWriteTraceId": "1", "properties": {}})
+        );
+        assert_eq!(
+            body(WriteOp::Update {
+                id_property: Some("email")
+            })["inputs"][0]["idProperty"],
+            json!("email")
+        );
+        assert_eq!(
+            body(WriteOp::Create)["inputs"][1],
+            json!({"objectWriteTraceId": "1", "properties": {}, "associations": []})
         );
     }
 

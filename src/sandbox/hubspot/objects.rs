@@ -495,16 +495,20 @@ fn apply_keyed(
             (!names_an_owner(input)).then(|| input_problems(kind, *by, input, &[], upsert))
         })
         .collect();
+    // The distinct names, found before the lock: a batch usually repeats a few.
+    let mut names: Vec<&str> = Vec::new();
+    for name in keyed
+        .iter()
+        .flat_map(|(_, input)| input.properties.keys().map(|name| &**name))
+    {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let mut written = Written::with_capacity(keyed.len());
     let mut errors = Vec::new();
     let mut data = state.lock();
-    unknown_properties(
-        &data.properties,
-        kind,
-        keyed
-            .iter()
-            .flat_map(|(_, input)| input.properties.keys().map(|name| &**name)),
-    )?;
+    unknown_properties(&data.properties, kind, names.into_iter())?;
     let Data {
         store,
         owners,
