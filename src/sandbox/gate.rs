@@ -60,7 +60,7 @@ pub(crate) async fn pass<A: Api>(
     let write = api.is_write(&request);
     let mut decision = decide(
         api,
-        state,
+        state.lock_async().await,
         &endpoint,
         &mut refusal,
         &mut request,
@@ -72,7 +72,7 @@ pub(crate) async fn pass<A: Api>(
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
         decision = decide(
             api,
-            state,
+            state.lock_async().await,
             &endpoint,
             &mut refusal,
             &mut request,
@@ -126,7 +126,7 @@ pub(crate) async fn pass<A: Api>(
         return response;
     }
     tracing::debug!(%endpoint, status, "sandbox request");
-    state.lock().stats.record(&endpoint, status);
+    state.lock_async().await.stats.record(&endpoint, status);
     api.stamp(&quota, response.headers_mut());
     response
 }
@@ -150,14 +150,13 @@ enum Decision<Q> {
 /// taking it once instead of once per step keeps the worker threads from queueing on it.
 fn decide<A: Api>(
     api: &A,
-    state: &SandboxState,
+    mut data: parking_lot::MutexGuard<'_, Data>,
     endpoint: &str,
     refusal: &mut Option<Refusal>,
     request: &mut Request,
     write: bool,
     slept: bool,
 ) -> Decision<A::Quota> {
-    let mut data = state.lock();
     let latency = data.faults.faults.latency_ms;
     if latency > 0 && !slept {
         return Decision::Sleep(latency);

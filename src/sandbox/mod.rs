@@ -553,6 +553,9 @@ pub(crate) struct Data {
     pub slack: slack::SlackState,
 }
 
+/// How often [`SandboxState::lock_async`] yields before it blocks.
+const LOCK_YIELDS: usize = 32;
+
 impl SandboxState {
     fn new(config: SandboxConfig) -> Shared {
         let data = Data::seeded(&config);
@@ -568,6 +571,20 @@ impl SandboxState {
     /// Locks the data; a handler that panicked mid-update leaves it usable (parking_lot
     /// locks are never poisoned).
     pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, Data> {
+        self.data.lock()
+    }
+
+    /// Locks the data from a request's task without blocking its worker thread at
+    /// first: while another request holds the lock, this one yields, so the thread
+    /// parses and answers other requests meanwhile instead of sleeping on the lock.
+    /// After a few tries it waits like [`SandboxState::lock`].
+    pub(crate) async fn lock_async(&self) -> parking_lot::MutexGuard<'_, Data> {
+        for _ in 0..LOCK_YIELDS {
+            if let Some(data) = self.data.try_lock() {
+                return data;
+            }
+            tokio::task::yield_now().await;
+        }
         self.data.lock()
     }
 

@@ -372,7 +372,7 @@ pub(crate) struct Table {
     kind: ObjectType,
     records: BTreeMap<u64, Record>,
     /// property → normalized value → record id, for each unique property.
-    unique: HashMap<&'static str, HashMap<String, u64, UniqueHasher>>,
+    unique: HashMap<&'static str, HashMap<String, u64, UniqueHasher>, UniqueHasher>,
     next_id: u64,
     /// The last write's time and its [`timestamp`]: a batch writes every record at one
     /// `now`, so the string is formatted once, not once per record.
@@ -391,7 +391,7 @@ impl Table {
         Table {
             kind,
             records: BTreeMap::new(),
-            unique: HashMap::new(),
+            unique: HashMap::default(),
             next_id: FIRST_ID,
             stamp: (DateTime::<Utc>::MIN_UTC, String::new()),
         }
@@ -519,8 +519,8 @@ impl Table {
             associations: Vec::new(),
         };
         self.records.insert(id, record);
-        self.apply(id, properties, now);
-        &self.records[&id]
+        self.apply(id, properties, now)
+            .expect("the record was inserted just above")
     }
 
     /// Adds links to a record (ignoring ones it already has).
@@ -539,21 +539,21 @@ impl Table {
         changes: &(impl Changes + ?Sized),
         now: DateTime<Utc>,
     ) -> Option<&Record> {
-        if self
-            .records
-            .get(&id)
-            .is_none_or(|r| r.archived_at.is_some())
-        {
-            return None;
-        }
-        self.apply(id, changes, now);
-        self.records.get(&id)
+        self.apply(id, changes, now)
     }
 
     /// Writes `changes` into a record. This is the sandbox's hot path (every batch
     /// upsert and update runs it per record, under the data lock), so values already
     /// stored are overwritten in place instead of reallocated.
-    fn apply(&mut self, id: u64, changes: &(impl Changes + ?Sized), now: DateTime<Utc>) {
+    /// Returns the record written, or `None` (nothing written) when there is no live
+    /// record `id`. The record is looked up once: with a large table each tree search
+    /// is a few cache misses.
+    fn apply(
+        &mut self,
+        id: u64,
+        changes: &(impl Changes + ?Sized),
+        now: DateTime<Utc>,
+    ) -> Option<&Record> {
         let kind = self.kind;
         self.stamp(now);
         let Table {
@@ -562,9 +562,7 @@ impl Table {
             stamp: (_, stamp),
             ..
         } = self;
-        let Some(record) = records.get_mut(&id) else {
-            return;
-        };
+        let record = records.get_mut(&id).filter(|r| r.archived_at.is_none())?;
         // One ordered walk over the stored properties overwrites the values that are
         // already there (an update's usual case) without a tree search per change;
         // the rest (new properties, removals, unique ones) is left for the loop below.
@@ -618,6 +616,7 @@ impl Table {
         }
         record.updated_at = now;
         overwrite(&mut record.properties, kind.system_properties()[2], stamp);
+        Some(record)
     }
 }
 

@@ -38,13 +38,13 @@ pub(super) fn routes(mut router: Router<Shared>) -> Router<Shared> {
             .route(
                 &format!("{base}/batch/upsert"),
                 post(move |State(state): State<Shared>, body: Bytes| async move {
-                    batch_upsert(&state, kind, &body)
+                    batch_upsert(&state, kind, &body).await
                 }),
             )
             .route(
                 &format!("{base}/batch/update"),
                 post(move |State(state): State<Shared>, body: Bytes| async move {
-                    batch_update(&state, kind, &body)
+                    batch_update(&state, kind, &body).await
                 }),
             )
             .route(
@@ -478,7 +478,7 @@ const RESULT_BYTES: usize = 512;
 /// Applies a batch of keyed inputs in order and independently: one bad record
 /// does not hold back the rest. The body is written as the records are, so results
 /// are never copied out of the store.
-fn apply_keyed(
+async fn apply_keyed(
     state: &Shared,
     kind: ObjectType,
     body: &[u8],
@@ -507,7 +507,7 @@ fn apply_keyed(
     }
     let mut written = Written::with_capacity(keyed.len());
     let mut errors = Vec::new();
-    let mut data = state.lock();
+    let mut data = state.lock_async().await;
     unknown_properties(&data.properties, kind, names.into_iter())?;
     let Data {
         store,
@@ -581,8 +581,8 @@ fn finish_batch(
         .into_response()
 }
 
-fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    apply_keyed(state, kind, body, "update/upsert", true, upsert_one)
+async fn batch_upsert(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    apply_keyed(state, kind, body, "update/upsert", true, upsert_one).await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -638,8 +638,8 @@ fn upsert_one(
 
 /// `POST …/batch/update`: like upsert, but an input whose record does not exist is a
 /// per-record `OBJECT_NOT_FOUND` instead of a create.
-fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
-    apply_keyed(state, kind, body, "update", false, update_one)
+async fn batch_update(state: &Shared, kind: ObjectType, body: &[u8]) -> Result<Response, ApiError> {
+    apply_keyed(state, kind, body, "update", false, update_one).await
 }
 
 #[allow(clippy::too_many_arguments)]
