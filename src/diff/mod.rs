@@ -27,7 +27,7 @@
 //! Key hashes stay BLAKE3: they are the identity of a stored row, and changing them
 //! would make every stored row look removed.
 
-mod previous;
+pub mod previous;
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

@@ -7,16 +7,28 @@
 use std::collections::HashMap;
 
 /// Key hash → fingerprint of every row a sync last synced.
+///
+/// Two tables, split by the key hash's top bit, so the two halves are built at once
+/// on two threads (a large state: millions of random writes each). Slot numbers run
+/// over both: the first table's, then the second's, then the zero key's.
 #[derive(Debug, Clone)]
 pub struct Previous {
-    /// (key hash, fingerprint); key 0 marks an empty slot.
-    slots: Vec<(u64, u64)>,
-    /// log2 of the slot count, for Fibonacci hashing.
-    bits: u32,
-    /// The fingerprint of key hash 0, which cannot live in `slots`; its slot is `slots.len()`.
+    parts: [Part; 2],
+    /// The fingerprint of key hash 0, which cannot live in a table; its slot is the last.
     zero: Option<u64>,
     len: usize,
 }
+
+/// One open-addressing table: (key hash, fingerprint), key 0 marking an empty slot.
+#[derive(Debug, Clone)]
+struct Part {
+    slots: Vec<(u64, u64)>,
+    /// log2 of the slot count, for Fibonacci hashing.
+    bits: u32,
+}
+
+/// Below this many rows the halves are built one after the other: a thread costs more.
+const PARALLEL_BUILD: usize = 1 << 16;
 
 impl Previous {
     /// An empty state (a first run).
@@ -26,21 +38,118 @@ impl Previous {
 
     /// Builds the table; a repeated key hash keeps its last fingerprint.
     pub fn from_pairs(pairs: Vec<(u64, u64)>) -> Self {
+        let mut halves: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+        for (k, fp) in pairs {
+            halves[half(k)].push((k, fp));
+        }
+        Previous::from_halves(halves)
+    }
+
+    /// Builds the table from pairs already split by [`half`]: `halves[h]` holds the
+    /// key hashes whose top bit is `h`. A repeated key hash keeps its last fingerprint.
+    pub fn from_halves(halves: [Vec<(u64, u64)>; 2]) -> Self {
+        debug_assert!(
+            halves
+                .iter()
+                .enumerate()
+                .all(|(h, pairs)| pairs.iter().all(|&(k, _)| half(k) == h))
+        );
+        let [low, high] = halves;
+        let ((low, zero, low_len), (high, _, high_len)) =
+            if low.len() + high.len() >= PARALLEL_BUILD {
+                std::thread::scope(|s| {
+                    let high = s.spawn(move || Part::build(high));
+                    let low = Part::build(low);
+                    (
+                        low,
+                        high.join().expect("building the lookup table panicked"),
+                    )
+                })
+            } else {
+                (Part::build(low), Part::build(high))
+            };
+        Previous {
+            parts: [low, high],
+            zero,
+            len: low_len + high_len,
+        }
+    }
+
+    /// The slot and stored fingerprint of a key hash.
+    #[inline]
+    pub fn get(&self, key_hash: u64) -> Option<(usize, u64)> {
+        if key_hash == 0 {
+            return self.zero.map(|fp| (self.zero_slot(), fp));
+        }
+        let h = half(key_hash);
+        let offset = if h == 0 { 0 } else { self.parts[0].slots.len() };
+        self.parts[h]
+            .get(key_hash)
+            .map(|(slot, fp)| (offset + slot, fp))
+    }
+
+    fn zero_slot(&self) -> usize {
+        self.parts[0].slots.len() + self.parts[1].slots.len()
+    }
+
+    /// Stored rows.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// One past the highest slot number [`Previous::get`] can return.
+    pub fn slot_count(&self) -> usize {
+        self.zero_slot() + 1
+    }
+
+    /// (slot, key hash, fingerprint) of every stored row, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+        let offset = self.parts[0].slots.len();
+        self.parts[0]
+            .iter()
+            .chain(
+                self.parts[1]
+                    .iter()
+                    .map(move |(i, k, fp)| (offset + i, k, fp)),
+            )
+            .chain(self.zero.map(|fp| (self.zero_slot(), 0, fp)))
+    }
+}
+
+/// Which of the two tables a key hash lives in: its top bit (the sign of its stored
+/// i64, so a store can read the halves as two ranges of its key).
+#[inline]
+pub fn half(key_hash: u64) -> usize {
+    (key_hash >> 63) as usize
+}
+
+impl Part {
+    /// A table of `pairs`, and the zero key's fingerprint and the row count.
+    fn build(pairs: Vec<(u64, u64)>) -> (Part, Option<u64>, usize) {
         // Linear probing stays short below ~2/3 full.
         let want = (pairs.len() + pairs.len() / 2).max(16);
         let cap = want.next_power_of_two();
         let mut slots = vec![(0, 0); cap];
         prefer_huge_pages(&mut slots);
-        let mut p = Previous {
+        let mut part = Part {
             slots,
             bits: cap.trailing_zeros(),
-            zero: None,
-            len: 0,
         };
+        let (mut zero, mut len) = (None, 0);
         for (k, fp) in pairs {
-            p.insert(k, fp);
+            if k == 0 {
+                if zero.replace(fp).is_none() {
+                    len += 1;
+                }
+            } else if part.insert(k, fp) {
+                len += 1;
+            }
         }
-        p
+        (part, zero, len)
     }
 
     fn home(&self, key_hash: u64) -> usize {
@@ -49,36 +158,26 @@ impl Previous {
         (key_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
     }
 
-    fn insert(&mut self, key_hash: u64, fingerprint: u64) {
-        if key_hash == 0 {
-            if self.zero.replace(fingerprint).is_none() {
-                self.len += 1;
-            }
-            return;
-        }
+    /// True when the key is new.
+    fn insert(&mut self, key_hash: u64, fingerprint: u64) -> bool {
         let mask = self.slots.len() - 1;
         let mut i = self.home(key_hash);
         loop {
             let slot = &mut self.slots[i];
             if slot.0 == 0 {
                 *slot = (key_hash, fingerprint);
-                self.len += 1;
-                return;
+                return true;
             }
             if slot.0 == key_hash {
                 slot.1 = fingerprint;
-                return;
+                return false;
             }
             i = (i + 1) & mask;
         }
     }
 
-    /// The slot and stored fingerprint of a key hash.
     #[inline]
-    pub fn get(&self, key_hash: u64) -> Option<(usize, u64)> {
-        if key_hash == 0 {
-            return self.zero.map(|fp| (self.slots.len(), fp));
-        }
+    fn get(&self, key_hash: u64) -> Option<(usize, u64)> {
         let mask = self.slots.len() - 1;
         let mut i = self.home(key_hash);
         loop {
@@ -93,28 +192,12 @@ impl Previous {
         }
     }
 
-    /// Stored rows.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// One past the highest slot number [`Previous::get`] can return.
-    pub fn slot_count(&self) -> usize {
-        self.slots.len() + 1
-    }
-
-    /// (slot, key hash, fingerprint) of every stored row, in slot order.
-    pub fn iter(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
         self.slots
             .iter()
             .enumerate()
             .filter(|(_, (k, _))| *k != 0)
             .map(|(i, &(k, fp))| (i, k, fp))
-            .chain(self.zero.map(|fp| (self.slots.len(), 0, fp)))
     }
 }
 
@@ -209,6 +292,28 @@ mod tests {
                 .iter()
                 .all(|&(k, fp)| p.get(k).map(|s| s.1) == Some(fp))
         );
+    }
+
+    #[test]
+    fn halves_built_on_two_threads_number_their_slots_apart() {
+        // Over PARALLEL_BUILD rows, keys in both halves, zero and a repeated key.
+        let mut pairs: Vec<(u64, u64)> = (1..=100_000u64)
+            .map(|k| (k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k))
+            .collect();
+        pairs.push((0, 1));
+        pairs.push((pairs[10].0, 99));
+        let p = Previous::from_pairs(pairs.clone());
+        assert_eq!(p.len(), 100_001);
+        assert!(pairs.iter().any(|&(k, _)| half(k) == 0 && k != 0));
+        assert!(pairs.iter().any(|&(k, _)| half(k) == 1));
+        assert_eq!(p.get(pairs[10].0).map(|s| s.1), Some(99));
+        let mut slots = std::collections::HashSet::new();
+        for (slot, k, fp) in p.iter() {
+            assert!(slot < p.slot_count());
+            assert_eq!(p.get(k), Some((slot, fp)));
+            assert!(slots.insert(slot), "two keys share slot {slot}");
+        }
+        assert_eq!(slots.len(), p.len());
     }
 
     #[test]

@@ -272,15 +272,28 @@ impl StateStore {
             .collect())
     }
 
-    /// (key_hash, fingerprint) of every row the sync has synced, in no particular order:
-    /// what a plan builds its lookup table from (`diff::Previous`).
+    /// (key_hash, fingerprint) of every row the sync has synced, in no particular order.
     pub async fn load_fingerprint_pairs(&self, sync: &str) -> Result<Vec<(u64, u64)>, StateError> {
-        let mut sink = FingerprintSink::default();
+        let [mut low, high] = self.load_fingerprint_halves(sync).await?;
+        low.extend(high);
+        Ok(low)
+    }
+
+    /// The same pairs split by [`crate::diff::previous::half`] of the key hash: what a
+    /// plan builds its lookup table from (`diff::Previous::from_halves`). SQLite reads
+    /// the two halves on two connections at once, as two ranges of its primary key.
+    pub async fn load_fingerprint_halves(
+        &self,
+        sync: &str,
+    ) -> Result<[Vec<(u64, u64)>; 2], StateError> {
         match &self.backend {
-            Backend::Sqlite(pools) => sqlite::load_fingerprints(pools, sync, &mut sink).await?,
-            Backend::Postgres(pool) => postgres::load_fingerprints(pool, sync, &mut sink).await?,
+            Backend::Sqlite(pools) => sqlite::load_fingerprints(pools, sync).await,
+            Backend::Postgres(pool) => {
+                let mut sink = FingerprintSink::default();
+                postgres::load_fingerprints(pool, sync, &mut sink).await?;
+                Ok(sink.halves)
+            }
         }
-        Ok(sink.pairs)
     }
 
     /// The stored rows for these key hashes, in no particular order; unknown hashes are skipped.
@@ -593,16 +606,17 @@ impl StateStore {
     }
 }
 
-/// Collects the fingerprints a backend decodes. The lookup table is built from the
-/// whole list at once (`diff::Previous::from_pairs`), sized once, with no rehashing.
+/// Collects the fingerprints a backend decodes, split into the halves the lookup table
+/// is built from (`diff::Previous::from_halves`: sized once, with no rehashing).
 #[derive(Default)]
 struct FingerprintSink {
-    pairs: Vec<(u64, u64)>,
+    halves: [Vec<(u64, u64)>; 2],
 }
 
 impl FingerprintSink {
     fn push(&mut self, key_hash: i64, fingerprint: i64) {
-        self.pairs.push((from_db(key_hash), from_db(fingerprint)));
+        let key_hash = from_db(key_hash);
+        self.halves[crate::diff::previous::half(key_hash)].push((key_hash, from_db(fingerprint)));
     }
 }
 

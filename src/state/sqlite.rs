@@ -12,8 +12,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{AssertSqlSafe, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::{
-    ADD_BATCH_COUNTS, BatchOutcome, FingerprintSink, RUN_EXISTS, Rejection, RunId, StateError,
-    SyncedRow, count_to_db, from_db, on_conflict_update_row, to_db,
+    ADD_BATCH_COUNTS, BatchOutcome, RUN_EXISTS, Rejection, RunId, StateError, SyncedRow,
+    count_to_db, from_db, on_conflict_update_row, to_db,
 };
 
 static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
@@ -45,7 +45,12 @@ const WRITE_CHUNK: usize = 64;
 const LOOKUP_CHUNK: usize = 500;
 
 /// Every stored fingerprint of a sync. One statement is one snapshot.
-const LOAD_FINGERPRINTS: &CStr = c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1";
+/// The two halves of a sync's fingerprints (`diff::previous::half`: the key hash's top
+/// bit, the sign of its stored i64), each a range of the primary key.
+const LOAD_FINGERPRINTS: [&CStr; 2] = [
+    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash >= 0",
+    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash < 0",
+];
 
 /// Writes queue in-process on the single writer instead of spinning on SQLITE_BUSY;
 /// reads go to their own connections, which WAL lets run beside the writer.
@@ -111,12 +116,32 @@ pub(super) async fn connect(url: &str) -> Result<Pools, StateError> {
 pub(super) async fn load_fingerprints(
     pools: &Pools,
     sync: &str,
-    sink: &mut FingerprintSink,
-) -> Result<(), StateError> {
-    let mut conn = pools.reader.acquire().await?;
-    let mut handle = conn.lock_handle().await?;
-    let db = handle.as_raw_handle();
-    let mut read = || read_fingerprints(db, sync, sink);
+) -> Result<[Vec<(u64, u64)>; 2], StateError> {
+    // Two reader connections, one per half, read at once on two threads; a pool with
+    // one reader (an in-memory database) reads the halves one after the other. The two
+    // snapshots may differ only if this sync's rows change meanwhile, which nothing
+    // does during its plan.
+    let mut low_conn = pools.reader.acquire().await?;
+    let mut high_conn = pools.reader.try_acquire();
+    let mut low_handle = low_conn.lock_handle().await?;
+    let mut high_handle = match &mut high_conn {
+        Some(conn) => Some(conn.lock_handle().await?),
+        None => None,
+    };
+    let low_db = Connection(low_handle.as_raw_handle());
+    let high_db = high_handle.as_mut().map(|h| Connection(h.as_raw_handle()));
+    let read = || match high_db {
+        Some(high_db) => std::thread::scope(|s| {
+            let high = s.spawn(move || read_fingerprints(high_db, LOAD_FINGERPRINTS[1], sync));
+            let low = read_fingerprints(low_db, LOAD_FINGERPRINTS[0], sync);
+            let high = high.join().expect("reading fingerprints panicked");
+            Ok([low?, high?])
+        }),
+        None => Ok([
+            read_fingerprints(low_db, LOAD_FINGERPRINTS[0], sync)?,
+            read_fingerprints(low_db, LOAD_FINGERPRINTS[1], sync)?,
+        ]),
+    };
     // A long read blocks its thread: let the runtime move other tasks off it.
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(read),
@@ -124,11 +149,20 @@ pub(super) async fn load_fingerprints(
     }
 }
 
+/// A raw connection handed to the thread that reads through it.
+#[derive(Clone, Copy)]
+struct Connection(NonNull<ffi::sqlite3>);
+
+// SAFETY: SQLite connections may move between threads (sqlx opens them in multi-thread
+// mode); the caller holds sqlx's lock on the connection (`lock_handle`) for as long as
+// the reading thread uses it, so no other thread touches it meanwhile.
+unsafe impl Send for Connection {}
+
 fn read_fingerprints(
-    db: NonNull<ffi::sqlite3>,
+    db: Connection,
+    sql: &CStr,
     sync: &str,
-    sink: &mut FingerprintSink,
-) -> Result<(), StateError> {
+) -> Result<Vec<(u64, u64)>, StateError> {
     /// Finalizes the statement however the read ends.
     struct Statement(*mut ffi::sqlite3_stmt);
     impl Drop for Statement {
@@ -137,7 +171,8 @@ fn read_fingerprints(
             unsafe { ffi::sqlite3_finalize(self.0) };
         }
     }
-    let db = db.as_ptr();
+    let db = db.0.as_ptr();
+    let mut out = Vec::new();
     let error = |rc: i32| {
         // SAFETY: `db` is a live connection; sqlite3_errmsg returns a NUL-terminated string it owns.
         let message = unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)) }.to_string_lossy();
@@ -150,13 +185,7 @@ fn read_fingerprints(
     // other thread uses `db` meanwhile; the SQL is NUL-terminated and the statement is
     // finalized by `Statement` before the lock is released.
     unsafe {
-        let rc = ffi::sqlite3_prepare_v2(
-            db,
-            LOAD_FINGERPRINTS.as_ptr(),
-            -1,
-            &mut raw,
-            std::ptr::null_mut(),
-        );
+        let rc = ffi::sqlite3_prepare_v2(db, sql.as_ptr(), -1, &mut raw, std::ptr::null_mut());
         let stmt = Statement(raw);
         if rc != ffi::SQLITE_OK {
             return Err(error(rc));
@@ -176,11 +205,11 @@ fn read_fingerprints(
         }
         loop {
             match ffi::sqlite3_step(stmt.0) {
-                ffi::SQLITE_ROW => sink.push(
-                    ffi::sqlite3_column_int64(stmt.0, 0),
-                    ffi::sqlite3_column_int64(stmt.0, 1),
-                ),
-                ffi::SQLITE_DONE => return Ok(()),
+                ffi::SQLITE_ROW => out.push((
+                    from_db(ffi::sqlite3_column_int64(stmt.0, 0)),
+                    from_db(ffi::sqlite3_column_int64(stmt.0, 1)),
+                )),
+                ffi::SQLITE_DONE => return Ok(out),
                 rc => return Err(error(rc)),
             }
         }

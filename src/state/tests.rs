@@ -414,6 +414,19 @@ async fn u64_values_round_trip(db: TestDb) {
     store.commit_batch(run, "contacts", &batch).await.unwrap();
     let expected: HashMap<u64, u64> = values.iter().map(|&v| (v, u64::MAX - v)).collect();
     assert_eq!(store.load_fingerprints("contacts").await.unwrap(), expected);
+    // Split by the top bit, as the plan's lookup table wants them.
+    let mut halves = store.load_fingerprint_halves("contacts").await.unwrap();
+    halves.iter_mut().for_each(|h| h.sort_unstable());
+    let half = |top: bool| -> Vec<(u64, u64)> {
+        let mut v: Vec<(u64, u64)> = values
+            .iter()
+            .filter(|&&v| (v >> 63 == 1) == top)
+            .map(|&v| (v, u64::MAX - v))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(halves, [half(false), half(true)]);
     let rows = store.synced_rows("contacts", &values).await.unwrap();
     assert_eq!(rows.len(), values.len());
     for row in rows {

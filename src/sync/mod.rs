@@ -120,8 +120,8 @@ pub async fn plan(
     sync: &SyncConfig,
     full: bool,
 ) -> Result<ChangeSet, SyncError> {
-    let previous = Arc::new(Previous::from_pairs(
-        state.load_fingerprint_pairs(&sync.name).await?,
+    let previous = Arc::new(Previous::from_halves(
+        state.load_fingerprint_halves(&sync.name).await?,
     ));
     let df = model::plan(ctx, model).await?;
     let streams = model::run_partitioned(df, model).await?;
