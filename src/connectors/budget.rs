@@ -61,10 +61,15 @@ impl Pace {
         let now = Instant::now();
         let mut slot = self.next.max(now);
         let window = self.window();
-        while self.sent.front().is_some_and(|t| *t + window <= slot) {
+        // Forget only what has left the window by now: a slot is often taken ahead (requests
+        // in flight), and requests that leave the window only by that future slot still count
+        // for `recent`, which the header correction compares with the CRM's count.
+        while self.sent.front().is_some_and(|t| *t + window <= now) {
             self.sent.pop_front();
         }
-        if self.sent.len() >= self.limit {
+        // Slots are taken in order, so those still in the window at `slot` are a suffix.
+        let in_window = self.sent.len() - self.sent.partition_point(|t| *t + window <= slot);
+        if in_window >= self.limit {
             // The window is full: wait for the request that frees a place to age out.
             let freeing = self.sent[self.sent.len() - self.limit];
             slot = slot.max(freeing + window);
@@ -320,6 +325,28 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(2020), "{took:?}");
         assert!(took < Duration::from_millis(2100), "{took:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slots_taken_ahead_do_not_hide_our_requests_still_in_the_window() {
+        // 10 per second: ten slots (0 ms … 909 ms), then, just after the tenth has started,
+        // three more taken ahead, as requests in flight do at a window boundary.
+        let mut pace = Pace::new(10, Duration::from_secs(1));
+        let mut last = Instant::now();
+        for _ in 0..10 {
+            last = pace.take();
+        }
+        tokio::time::advance(last - Instant::now() + Duration::from_millis(1)).await;
+        let ahead: Vec<Instant> = (0..3).map(|_| pace.take()).collect();
+        // All ten are still in the window that ends now, as the CRM counts them: had the
+        // slots taken ahead dropped the oldest, the header correction would take the
+        // difference for another app's use and slow down for nothing.
+        assert_eq!(pace.recent(), 10);
+        // And the window rule still holds: no 11 slots within one window.
+        let window = pace.window();
+        let mut all: Vec<Instant> = pace.sent.iter().copied().collect();
+        all.sort();
+        assert!(all.windows(11).all(|w| w[10] >= w[0] + window), "{ahead:?}");
     }
 
     #[tokio::test(start_paused = true)]
