@@ -482,22 +482,26 @@ async fn send(
 
     // The second read of the model and the rendering run on their own task, so they
     // use another core than the requests and their answers.
-    let producer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(produce(Producer {
-        ctx: src.ctx.clone(),
-        model: src.model.clone(),
-        sync: Arc::clone(&sync_config),
-        state: state.clone(),
-        remove_jobs,
-        wanted,
-        added,
-        batch,
-        // Stored record ids of changed rows let updates find their record even when the
-        // matched value itself changed (a new email); `update` mode matches on the model's value.
-        want_record_ids: sync.mode != SyncMode::Update,
-        halt: halt.clone(),
-        stop: stop.cloned(),
-        tx,
-    })));
+    // Spawned tasks keep the run's span, so their log lines still name the sync and run.
+    let producer = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+        produce(Producer {
+            ctx: src.ctx.clone(),
+            model: src.model.clone(),
+            sync: Arc::clone(&sync_config),
+            state: state.clone(),
+            remove_jobs,
+            wanted,
+            added,
+            batch,
+            // Stored record ids of changed rows let updates find their record even when the
+            // matched value itself changed (a new email); `update` mode matches on the model's value.
+            want_record_ids: sync.mode != SyncMode::Update,
+            halt: halt.clone(),
+            stop: stop.cloned(),
+            tx,
+        })
+        .in_current_span(),
+    ));
 
     // Commits run beside the requests, so a slow state store never holds up the
     // next request; batches that finish during a commit share the next transaction.
@@ -548,18 +552,21 @@ async fn send(
                 }
                 let n = job.len();
                 let jobs = Arc::clone(jobs);
-                let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                    process(
-                        &jobs.state,
-                        jobs.dest.as_ref(),
-                        &jobs.sync,
-                        jobs.run_id,
-                        job,
-                        jobs.handoff_at,
-                        &jobs.commit_tx,
-                    )
-                    .await
-                }));
+                let task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                    async move {
+                        process(
+                            &jobs.state,
+                            jobs.dest.as_ref(),
+                            &jobs.sync,
+                            jobs.run_id,
+                            job,
+                            jobs.handoff_at,
+                            &jobs.commit_tx,
+                        )
+                        .await
+                    }
+                    .in_current_span(),
+                ));
                 match task.await {
                     Ok(r) => (n, Some(r)),
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
