@@ -58,28 +58,26 @@ pub(crate) async fn pass<A: Api>(
     // before any budget is charged.
     let mut refusal = api.authenticate(state, &mut request).err();
     let write = api.is_write(&request);
-    let mut decision = decide(
-        api,
-        state.lock_async().await,
-        &endpoint,
-        &mut refusal,
-        &mut request,
-        write,
-        false,
-    );
-    if let Decision::Sleep(latency) = decision {
-        requests::note_fault(Fault::Latency);
-        tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
-        decision = decide(
+    // Decided once, or (with injected latency) again after sleeping it off.
+    let mut slept = false;
+    let decision = loop {
+        match decide(
             api,
             state.lock_async().await,
             &endpoint,
             &mut refusal,
             &mut request,
             write,
-            true,
-        );
-    }
+            slept,
+        ) {
+            Decision::Sleep(latency) if !slept => {
+                requests::note_fault(Fault::Latency);
+                tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
+                slept = true;
+            }
+            decision => break decision,
+        }
+    };
     let (quota, drop_after_apply) = match decision {
         Decision::Pass {
             quota,

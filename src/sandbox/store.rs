@@ -519,7 +519,7 @@ impl Table {
             associations: Vec::new(),
         };
         self.records.insert(id, record);
-        self.apply(id, properties, now)
+        self.update(id, properties, now)
             .expect("the record was inserted just above")
     }
 
@@ -532,23 +532,14 @@ impl Table {
         }
     }
 
-    /// Applies `changes` to a live record; an empty value clears the property.
+    /// Applies `changes` to a live record (an empty value clears the property) and
+    /// returns it; `None`, and nothing written, when there is no live record `id`.
+    ///
+    /// This is the sandbox's hot path (every batch upsert and update runs it per record,
+    /// under the data lock): the record is looked up once (with a large table each tree
+    /// search is a few cache misses), and values already stored are overwritten in place
+    /// instead of reallocated.
     pub(crate) fn update(
-        &mut self,
-        id: u64,
-        changes: &(impl Changes + ?Sized),
-        now: DateTime<Utc>,
-    ) -> Option<&Record> {
-        self.apply(id, changes, now)
-    }
-
-    /// Writes `changes` into a record. This is the sandbox's hot path (every batch
-    /// upsert and update runs it per record, under the data lock), so values already
-    /// stored are overwritten in place instead of reallocated.
-    /// Returns the record written, or `None` (nothing written) when there is no live
-    /// record `id`. The record is looked up once: with a large table each tree search
-    /// is a few cache misses.
-    fn apply(
         &mut self,
         id: u64,
         changes: &(impl Changes + ?Sized),

@@ -265,21 +265,12 @@ impl StateStore {
 
     /// key_hash → fingerprint for every row the sync has synced.
     pub async fn load_fingerprints(&self, sync: &str) -> Result<HashMap<u64, u64>, StateError> {
-        Ok(self
-            .load_fingerprint_pairs(sync)
-            .await?
-            .into_iter()
-            .collect())
+        let [low, high] = self.load_fingerprint_halves(sync).await?;
+        Ok(low.into_iter().chain(high).collect())
     }
 
-    /// (key_hash, fingerprint) of every row the sync has synced, in no particular order.
-    pub async fn load_fingerprint_pairs(&self, sync: &str) -> Result<Vec<(u64, u64)>, StateError> {
-        let [mut low, high] = self.load_fingerprint_halves(sync).await?;
-        low.extend(high);
-        Ok(low)
-    }
-
-    /// The same pairs split by [`crate::diff::previous::half`] of the key hash: what a
+    /// (key_hash, fingerprint) of every row the sync has synced, split by
+    /// [`crate::diff::previous::half`] of the key hash: what a
     /// plan builds its lookup table from (`diff::Previous::from_halves`). SQLite reads
     /// the two halves on two connections at once, as two ranges of its primary key.
     pub async fn load_fingerprint_halves(
