@@ -33,7 +33,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-pub use previous::Previous;
+pub use previous::{PREFETCH_AHEAD, Previous};
 
 /// Unchanged rows restamped to the current fingerprint scheme per run, at most:
 /// bounds the memory of a plan over a large legacy state (about 60 bytes a row).
@@ -419,6 +419,23 @@ impl Differ {
             }
         };
         self.push_probe(probe, || row);
+    }
+
+    /// Judges a batch of rows in order, as [`Differ::push_probe`] each; `row(i)`
+    /// renders row `i`. Each row's status byte is prefetched a few rows ahead: over a
+    /// large state they are megabytes read at random.
+    pub fn push_probes(&mut self, probes: &[Probe], mut row: impl FnMut(usize) -> Row) {
+        for (i, &probe) in probes.iter().enumerate() {
+            if let Some(Probe::Row {
+                stored: Some(ahead),
+                ..
+            }) = probes.get(i + PREFETCH_AHEAD)
+                && let Some(status) = self.status.get(ahead.slot)
+            {
+                previous::prefetch(status);
+            }
+            self.push_probe(probe, || row(i));
+        }
     }
 
     /// Judges one row from its hashes; `row` renders it, and is called only for the

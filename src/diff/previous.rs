@@ -1,34 +1,39 @@
-//! The last synced state as a flat open-addressing table: key hash → fingerprint, with stable slots.
+//! The last synced state as two sorted arrays: key hash → fingerprint, with stable slots.
 //!
 //! Built once per plan and then only read, so every partition of the model can
 //! probe it at once through an `Arc`; a slot number lets the differ keep one
 //! status byte per stored row instead of a second map over every key seen.
+//!
+//! The state store hands the pairs over sorted by key hash, so the table is those
+//! arrays themselves plus a directory of where each range of key hashes starts:
+//! nothing is rehashed or scattered, and no second copy of the state is allocated
+//! (a hash table over 10M rows was 256 MiB of slots written at random).
 
 use std::collections::HashMap;
 
 /// Key hash → fingerprint of every row a sync last synced.
 ///
-/// Two tables, split by the key hash's top bit, so the two halves are built at once
-/// on two threads (a large state: millions of random writes each). Slot numbers run
-/// over both: the first table's, then the second's, then the zero key's.
+/// Two halves, split by the key hash's top bit (the sign of the stored i64), so a
+/// store reads them as two ranges of its key on two connections at once. Slot
+/// numbers run over both: the first half's positions, then the second's.
 #[derive(Debug, Clone)]
 pub struct Previous {
     parts: [Part; 2],
-    /// The fingerprint of key hash 0, which cannot live in a table; its slot is the last.
-    zero: Option<u64>,
-    len: usize,
 }
 
-/// One open-addressing table: (key hash, fingerprint), key 0 marking an empty slot.
-#[derive(Debug, Clone)]
+/// One half: (key hash, fingerprint) sorted by key hash, with no key twice, and a
+/// directory over the key hash's next bits (the bits below the top one).
+#[derive(Debug, Clone, Default)]
 struct Part {
-    slots: Vec<(u64, u64)>,
-    /// log2 of the slot count, for Fibonacci hashing.
+    pairs: Vec<(u64, u64)>,
+    /// `starts[b]..starts[b + 1]` holds the pairs in bucket `b`.
+    starts: Vec<u32>,
+    /// log2 of the bucket count.
     bits: u32,
 }
 
-/// Below this many rows the halves are built one after the other: a thread costs more.
-const PARALLEL_BUILD: usize = 1 << 16;
+/// Rows per directory bucket, on average: a lookup searches one or two cache lines.
+const ROWS_PER_BUCKET: usize = 4;
 
 impl Previous {
     /// An empty state (a first run).
@@ -46,7 +51,8 @@ impl Previous {
     }
 
     /// Builds the table from pairs already split by [`half`]: `halves[h]` holds the
-    /// key hashes whose top bit is `h`. A repeated key hash keeps its last fingerprint.
+    /// key hashes whose top bit is `h`, best sorted by key hash (as the stores read
+    /// them; others are sorted here). A repeated key hash keeps its last fingerprint.
     pub fn from_halves(halves: [Vec<(u64, u64)>; 2]) -> Self {
         debug_assert!(
             halves
@@ -55,179 +61,180 @@ impl Previous {
                 .all(|(h, pairs)| pairs.iter().all(|&(k, _)| half(k) == h))
         );
         let [low, high] = halves;
-        let ((low, zero, low_len), (high, _, high_len)) =
-            if low.len() + high.len() >= PARALLEL_BUILD {
-                std::thread::scope(|s| {
-                    let high = s.spawn(move || Part::build(high));
-                    let low = Part::build(low);
-                    (
-                        low,
-                        high.join().expect("building the lookup table panicked"),
-                    )
-                })
-            } else {
-                (Part::build(low), Part::build(high))
-            };
-        Previous {
-            parts: [low, high],
-            zero,
-            len: low_len + high_len,
-        }
+        let rows = low.len() + high.len();
+        let parts = if rows > 1 << 20 {
+            // Only a state the store did not sort costs much here; build both at once.
+            std::thread::scope(|s| {
+                let high = s.spawn(move || Part::build(high));
+                let low = Part::build(low);
+                [
+                    low,
+                    high.join().expect("building the lookup table panicked"),
+                ]
+            })
+        } else {
+            [Part::build(low), Part::build(high)]
+        };
+        Previous { parts }
     }
 
     /// The slot and stored fingerprint of a key hash.
     #[inline]
     pub fn get(&self, key_hash: u64) -> Option<(usize, u64)> {
-        if key_hash == 0 {
-            return self.zero.map(|fp| (self.zero_slot(), fp));
-        }
         let h = half(key_hash);
-        let offset = if h == 0 { 0 } else { self.parts[0].slots.len() };
+        let offset = if h == 0 { 0 } else { self.parts[0].pairs.len() };
         self.parts[h]
             .get(key_hash)
             .map(|(slot, fp)| (offset + slot, fp))
     }
 
-    fn zero_slot(&self) -> usize {
-        self.parts[0].slots.len() + self.parts[1].slots.len()
+    /// Starts loading the memory a [`Previous::get`] of this key hash reads, so that
+    /// lookups issued a few rows ahead overlap their cache misses (a large state is
+    /// hundreds of MiB probed at random: each lookup would otherwise wait on main
+    /// memory alone). Reads the key's directory entry, so call it ahead of time for
+    /// that too ([`Previous::prefetch_directory`]). Only a hint; it changes nothing.
+    #[inline]
+    pub fn prefetch(&self, key_hash: u64) {
+        let part = &self.parts[half(key_hash)];
+        if let Some(&start) = part.starts.get(part.bucket(key_hash))
+            && let Some(pair) = part.pairs.get(start as usize)
+        {
+            prefetch(pair);
+        }
+    }
+
+    /// Starts loading the directory entry [`Previous::prefetch`] reads.
+    #[inline]
+    pub fn prefetch_directory(&self, key_hash: u64) {
+        let part = &self.parts[half(key_hash)];
+        if let Some(start) = part.starts.get(part.bucket(key_hash)) {
+            prefetch(start);
+        }
     }
 
     /// Stored rows.
     pub fn len(&self) -> usize {
-        self.len
+        self.parts[0].pairs.len() + self.parts[1].pairs.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.len() == 0
     }
 
     /// One past the highest slot number [`Previous::get`] can return.
     pub fn slot_count(&self) -> usize {
-        self.zero_slot() + 1
+        self.len()
     }
 
     /// (slot, key hash, fingerprint) of every stored row, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-        let offset = self.parts[0].slots.len();
-        self.parts[0]
+        self.parts
             .iter()
-            .chain(
-                self.parts[1]
-                    .iter()
-                    .map(move |(i, k, fp)| (offset + i, k, fp)),
-            )
-            .chain(self.zero.map(|fp| (self.zero_slot(), 0, fp)))
+            .flat_map(|p| &p.pairs)
+            .enumerate()
+            .map(|(slot, &(k, fp))| (slot, k, fp))
     }
 }
 
-/// Which of the two tables a key hash lives in: its top bit (the sign of its stored
-/// i64, so a store can read the halves as two ranges of its key).
+/// Which half a key hash lives in: its top bit (the sign of its stored i64, so a
+/// store can read the halves as two ranges of its key).
 #[inline]
 pub fn half(key_hash: u64) -> usize {
     (key_hash >> 63) as usize
 }
 
 impl Part {
-    /// A table of `pairs`, and the zero key's fingerprint and the row count.
-    fn build(pairs: Vec<(u64, u64)>) -> (Part, Option<u64>, usize) {
-        // Linear probing stays short below ~2/3 full.
-        let want = (pairs.len() + pairs.len() / 2).max(16);
-        let cap = want.next_power_of_two();
-        let mut slots = vec![(0, 0); cap];
-        prefer_huge_pages(&mut slots);
-        let mut part = Part {
-            slots,
-            bits: cap.trailing_zeros(),
-        };
-        let (mut zero, mut len) = (None, 0);
-        for (k, fp) in pairs {
-            if k == 0 {
-                if zero.replace(fp).is_none() {
-                    len += 1;
+    /// The half's table: `pairs` sorted (if they are not) with repeated keys folded
+    /// into their last fingerprint, and its directory.
+    fn build(mut pairs: Vec<(u64, u64)>) -> Part {
+        if !pairs.is_sorted_by(|a, b| a.0 < b.0) {
+            // Stable, so the last of a repeated key stays last.
+            pairs.sort_by_key(|&(k, _)| k);
+            let mut folded: Vec<(u64, u64)> = Vec::with_capacity(pairs.len());
+            for (k, fp) in pairs {
+                match folded.last_mut() {
+                    Some(last) if last.0 == k => last.1 = fp,
+                    _ => folded.push((k, fp)),
                 }
-            } else if part.insert(k, fp) {
-                len += 1;
+            }
+            pairs = folded;
+        }
+        assert!(
+            u32::try_from(pairs.len()).is_ok(),
+            "more than 2^32 stored rows in one half"
+        );
+        let bits = (pairs.len() / ROWS_PER_BUCKET)
+            .max(1)
+            .next_power_of_two()
+            .trailing_zeros();
+        let mut part = Part {
+            pairs,
+            starts: Vec::new(),
+            bits,
+        };
+        let buckets = 1usize << bits;
+        let mut starts = Vec::with_capacity(buckets + 1);
+        for (i, &(k, _)) in part.pairs.iter().enumerate() {
+            let b = part.bucket(k);
+            while starts.len() <= b {
+                starts.push(i as u32);
             }
         }
-        (part, zero, len)
+        starts.resize(buckets + 1, part.pairs.len() as u32);
+        part.starts = starts;
+        part
     }
 
-    fn home(&self, key_hash: u64) -> usize {
-        // Fibonacci hashing: the top bits of the product depend on every bit of the key,
-        // so keys that are not uniform hashes (tests) spread too.
-        (key_hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.bits)) as usize
-    }
-
-    /// True when the key is new.
-    fn insert(&mut self, key_hash: u64, fingerprint: u64) -> bool {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(key_hash);
-        loop {
-            let slot = &mut self.slots[i];
-            if slot.0 == 0 {
-                *slot = (key_hash, fingerprint);
-                return true;
-            }
-            if slot.0 == key_hash {
-                slot.1 = fingerprint;
-                return false;
-            }
-            i = (i + 1) & mask;
+    /// The directory bucket of a key hash: its bits below the top one, which sort
+    /// like the key hash within a half.
+    #[inline]
+    fn bucket(&self, key_hash: u64) -> usize {
+        if self.bits == 0 {
+            0
+        } else {
+            ((key_hash << 1) >> (64 - self.bits)) as usize
         }
     }
 
     #[inline]
     fn get(&self, key_hash: u64) -> Option<(usize, u64)> {
-        let mask = self.slots.len() - 1;
-        let mut i = self.home(key_hash);
-        loop {
-            let (k, fp) = self.slots[i];
-            if k == key_hash {
-                return Some((i, fp));
-            }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & mask;
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(_, (k, _))| *k != 0)
-            .map(|(i, &(k, fp))| (i, k, fp))
+        let b = self.bucket(key_hash);
+        let (&start, &end) = (self.starts.get(b)?, self.starts.get(b + 1)?);
+        let (start, end) = (start as usize, end as usize);
+        let bucket = &self.pairs[start..end];
+        // Key hashes are uniform, so a bucket holds a few pairs; keys that are not
+        // (tests) may crowd one, which a binary search keeps cheap.
+        let i = if bucket.len() <= 2 * ROWS_PER_BUCKET {
+            bucket.iter().position(|&(k, _)| k == key_hash)?
+        } else {
+            bucket.binary_search_by_key(&key_hash, |&(k, _)| k).ok()?
+        };
+        Some((start + i, bucket[i].1))
     }
 }
 
-/// Asks for 2 MiB pages under a large table: every probe lands on a random slot, and with
-/// 4 KiB pages nearly every one also misses the TLB (10M rows: 256 MiB of slots).
-/// Only advice; the table works the same without it.
-fn prefer_huge_pages<T>(slots: &mut [T]) {
-    #[cfg(target_os = "linux")]
-    {
-        const PAGE: usize = 4096;
-        let bytes = std::mem::size_of_val(slots);
-        if bytes < 8 << 20 {
-            return;
-        }
-        let start = slots.as_mut_ptr() as usize;
-        let aligned = start.next_multiple_of(PAGE);
-        let end = start + bytes;
-        // SAFETY: madvise only advises the kernel about pages inside this live
-        // allocation (the range is clipped to whole pages within it); it does not
-        // change their contents.
-        unsafe {
-            libc::madvise(
-                aligned as *mut libc::c_void,
-                end - aligned,
-                libc::MADV_HUGEPAGE,
-            );
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = slots;
+/// How many rows ahead a batch of lookups prefetches ([`Previous::prefetch`]): enough
+/// misses in flight to cover main memory's latency, few enough to stay in L1. The
+/// directory entry is prefetched twice as far ahead.
+pub const PREFETCH_AHEAD: usize = 16;
+
+/// Asks the CPU to start loading the cache line holding `value` (x86-64 and AArch64;
+/// elsewhere nothing). A hint: it neither faults nor changes anything.
+#[inline(always)]
+pub fn prefetch<T>(value: &T) {
+    let p = std::ptr::from_ref(value).cast::<i8>();
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: PREFETCHT0 takes any address and never faults; SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch(p, std::arch::x86_64::_MM_HINT_T0)
+    };
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: PRFM is a hint that never faults; the address is a live reference.
+    unsafe {
+        std::arch::asm!("prfm pldl1keep, [{p}]", p = in(reg) p, options(nostack, preserves_flags, readonly))
+    };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let _ = p;
 }
 
 impl From<HashMap<u64, u64>> for Previous {
@@ -248,7 +255,7 @@ mod tests {
 
     #[test]
     fn finds_every_key_and_only_those() {
-        // Sequential keys, zero, u64::MAX and keys that share a home slot.
+        // Sequential keys (one crowded bucket), zero, u64::MAX and the first key of half 1.
         let mut pairs: Vec<(u64, u64)> = (0..1000u64).map(|k| (k, k * 7 + 1)).collect();
         pairs.push((u64::MAX, 5));
         pairs.push((1 << 63, 6));
@@ -279,34 +286,69 @@ mod tests {
     }
 
     #[test]
-    fn a_table_large_enough_for_huge_pages_works_the_same() {
-        // 500k rows: 1M slots, 16 MiB, above the size that asks for huge pages.
-        let pairs: Vec<(u64, u64)> = (1..=500_000u64)
-            .map(|k| (k.wrapping_mul(0x2545_F491_4F6C_DD1D), k))
-            .collect();
-        let p = Previous::from_pairs(pairs.clone());
-        assert!(p.slot_count() * 16 >= 8 << 20);
-        assert_eq!(p.len(), pairs.len());
-        assert!(
-            pairs
-                .iter()
-                .all(|&(k, fp)| p.get(k).map(|s| s.1) == Some(fp))
-        );
+    fn a_large_state_in_store_order_works_the_same() {
+        // 500k uniform keys in both halves, sorted per half as the stores read them.
+        let mut halves: [Vec<(u64, u64)>; 2] = [Vec::new(), Vec::new()];
+        for k in 1..=500_000u64 {
+            let kh = k.wrapping_mul(0x2545_F491_4F6C_DD1D);
+            halves[half(kh)].push((kh, k));
+        }
+        for h in &mut halves {
+            h.sort_unstable();
+        }
+        let all: Vec<(u64, u64)> = halves.concat();
+        let p = Previous::from_halves(halves);
+        assert_eq!(p.len(), all.len());
+        let mut slots = std::collections::HashSet::new();
+        for &(k, fp) in &all {
+            let (slot, got) = p.get(k).unwrap_or_else(|| panic!("key {k} lost"));
+            assert_eq!(got, fp);
+            assert!(slot < p.slot_count());
+            assert!(slots.insert(slot), "two keys share slot {slot}");
+            p.prefetch_directory(k);
+            p.prefetch(k);
+        }
+        for k in 500_001..600_000u64 {
+            assert_eq!(p.get(k.wrapping_mul(0x2545_F491_4F6C_DD1D)), None);
+        }
+        let listed: Vec<(usize, u64, u64)> = p.iter().collect();
+        assert_eq!(listed.len(), all.len());
+        for (slot, k, fp) in listed {
+            assert_eq!(p.get(k), Some((slot, fp)));
+        }
     }
 
     #[test]
-    fn halves_built_on_two_threads_number_their_slots_apart() {
-        // Over PARALLEL_BUILD rows, keys in both halves, zero and a repeated key.
-        let mut pairs: Vec<(u64, u64)> = (1..=100_000u64)
+    fn keys_that_are_not_uniform_crowd_one_bucket_and_are_still_found() {
+        // 200k consecutive small keys all land in bucket 0 of half 0, given unsorted
+        // with repeats: they are sorted, folded to their last fingerprint and searched.
+        let mut pairs: Vec<(u64, u64)> = (0..200_000u64).rev().map(|k| (k, k)).collect();
+        pairs.push((7, 70));
+        pairs.push((7, 71));
+        let p = Previous::from_pairs(pairs);
+        assert_eq!(p.len(), 200_000);
+        assert_eq!(p.get(7).map(|s| s.1), Some(71));
+        for k in (0..200_000u64).step_by(997).filter(|&k| k != 7) {
+            assert_eq!(p.get(k).map(|s| s.1), Some(k));
+        }
+        assert_eq!(p.get(200_000), None);
+        assert_eq!(p.get(u64::MAX), None);
+    }
+
+    #[test]
+    fn halves_number_their_slots_apart() {
+        // Over the size built on two threads, keys in both halves, zero and a repeated key.
+        let mut pairs: Vec<(u64, u64)> = (1..=1_100_000u64)
             .map(|k| (k.wrapping_mul(0x9E37_79B9_7F4A_7C15), k))
             .collect();
         pairs.push((0, 1));
         pairs.push((pairs[10].0, 99));
         let p = Previous::from_pairs(pairs.clone());
-        assert_eq!(p.len(), 100_001);
+        assert_eq!(p.len(), 1_100_001);
         assert!(pairs.iter().any(|&(k, _)| half(k) == 0 && k != 0));
         assert!(pairs.iter().any(|&(k, _)| half(k) == 1));
         assert_eq!(p.get(pairs[10].0).map(|s| s.1), Some(99));
+        assert_eq!(p.get(0).map(|s| s.1), Some(1));
         let mut slots = std::collections::HashSet::new();
         for (slot, k, fp) in p.iter() {
             assert!(slot < p.slot_count());

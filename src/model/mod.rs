@@ -1,18 +1,19 @@
 //! Runs a model read-only and renders its rows into the payloads a sync sends; checks models against their schema.
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, LargeStringArray, RecordBatch, StringArray, StringViewArray,
-};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::Schema;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::DataFusionError;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::physical_plan::SendableRecordBatchStream;
 
-use crate::diff::{Payload, Previous, Probe, Record, Row, encode_field, key_hash_bytes};
+use crate::diff::{
+    PREFETCH_AHEAD, Payload, Previous, Probe, Record, Row, encode_field, key_hash_bytes,
+};
 use crate::project::{ConfigError, ModelConfig, Project, SyncConfig};
+
+mod text;
+use text::{Buf, Text};
 
 /// A model that failed to plan or run, with the place in its SQL file.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -161,10 +162,11 @@ fn check_columns(m: &ModelConfig, schema: &Schema) -> Vec<ConfigError> {
 
 /// Turns record batches into [`Row`]s for one sync: only the key, match and mapped columns are read.
 ///
-/// Hashing works on the batch's columns as text, cast once per batch and read in
-/// place ([`Renderer::prepare`], [`Renderer::probe`]): no `String` is built for a
-/// row unless it is rendered ([`Renderer::row`]), and the bytes hashed are exactly
-/// those [`Renderer::render`] would put in a [`Row`].
+/// Hashing reads the batch's columns as text in place, writing numbers and times
+/// into a small buffer as arrow's cast would ([`Renderer::prepare`],
+/// [`Renderer::probe`], `text::Text`): no `String` is built for a row unless it is
+/// rendered ([`Renderer::row`]), and the bytes hashed are exactly those
+/// [`Renderer::render`] would put in a [`Row`].
 pub struct Renderer {
     key_columns: Vec<String>,
     match_column: String,
@@ -178,7 +180,7 @@ pub struct Renderer {
 /// Separates the parts of a compound key; a control character that never appears in real keys.
 const KEY_SEPARATOR: char = '\u{1f}';
 
-/// The key, match and mapped columns of one batch as text (see [`Renderer::prepare`]).
+/// The key, match and mapped columns of one batch, readable as text (see [`Renderer::prepare`]).
 pub struct Prepared {
     rows: usize,
     keys: Vec<Text>,
@@ -198,6 +200,7 @@ impl Prepared {
 pub struct Scratch {
     payload: Payload,
     key: Vec<u8>,
+    text: Buf,
 }
 
 impl Renderer {
@@ -254,7 +257,7 @@ impl Renderer {
         }
     }
 
-    /// The batch's key, match and mapped columns as text, each cast once.
+    /// The batch's key, match and mapped columns, readable as text.
     pub fn prepare(&self, batch: &RecordBatch) -> Result<Prepared, DataFusionError> {
         let column = |name: &str| -> Result<Text, DataFusionError> {
             let col = batch.column_by_name(name).ok_or_else(|| {
@@ -282,9 +285,10 @@ impl Renderer {
 
     /// The key hash of row `i`; `None` when a key column is NULL.
     #[inline]
-    fn key_hash(&self, p: &Prepared, i: usize, buf: &mut Vec<u8>) -> Option<u64> {
+    fn key_hash(&self, p: &Prepared, i: usize, scratch: &mut Scratch) -> Option<u64> {
+        let Scratch { key: buf, text, .. } = scratch;
         if let [only] = p.keys.as_slice() {
-            return only.get(i).map(|k| key_hash_bytes(k.as_bytes()));
+            return only.get(i, text).map(|k| key_hash_bytes(k.as_bytes()));
         }
         // The same bytes as the parts joined with the separator, as `row` renders them.
         buf.clear();
@@ -294,15 +298,16 @@ impl Renderer {
             if n > 0 {
                 buf.extend_from_slice(sep);
             }
-            buf.extend_from_slice(k.get(i)?.as_bytes());
+            buf.extend_from_slice(k.get(i, text)?.as_bytes());
         }
         Some(key_hash_bytes(buf))
     }
 
     /// Fills `payload` with row `i`'s fingerprinted fields; false when the match value is NULL.
     #[inline]
-    fn payload(&self, p: &Prepared, i: usize, payload: &mut Payload) -> bool {
-        let Some(m) = p.matches.get(i) else {
+    fn payload(&self, p: &Prepared, i: usize, scratch: &mut Scratch) -> bool {
+        let Scratch { payload, text, .. } = scratch;
+        let Some(m) = p.matches.get(i, text) else {
             return false;
         };
         payload.clear();
@@ -310,13 +315,18 @@ impl Renderer {
         for (encoded, col) in self.encoded.iter().zip(&p.props) {
             payload.encoded(encoded);
             if let Some(col) = col {
-                payload.field(col.get(i).map(str::as_bytes));
+                payload.field(col.get(i, text).map(str::as_bytes));
             }
         }
         true
     }
 
     /// Hashes every row of a prepared batch and looks it up in the last synced state.
+    ///
+    /// All the batch's hashes come first, then the lookups, each row's prefetched a
+    /// few rows ahead ([`Previous::prefetch_directory`], then [`Previous::prefetch`]):
+    /// over a large state nearly every lookup misses the cache, and this keeps
+    /// several misses in flight at once.
     pub fn probe(
         &self,
         p: &Prepared,
@@ -324,36 +334,54 @@ impl Renderer {
         full: bool,
         scratch: &mut Scratch,
     ) -> Vec<Probe> {
-        let mut out = Vec::with_capacity(p.rows);
-        for i in 0..p.rows {
-            let Some(kh) = self.key_hash(p, i, &mut scratch.key) else {
-                out.push(Probe::NullKey);
-                continue;
-            };
-            if !self.payload(p, i, &mut scratch.payload) {
-                out.push(Probe::NullMatch { key_hash: kh });
-                continue;
+        let mut out: Vec<Probe> = (0..p.rows)
+            .map(|i| {
+                let Some(key_hash) = self.key_hash(p, i, scratch) else {
+                    return Probe::NullKey;
+                };
+                if !self.payload(p, i, scratch) {
+                    return Probe::NullMatch { key_hash };
+                }
+                Probe::Row {
+                    key_hash,
+                    fingerprint: scratch.payload.fingerprint(),
+                    stored: None,
+                }
+            })
+            .collect();
+        for i in 0..out.len() {
+            if let Some(Probe::Row { key_hash, .. }) = out.get(i + 2 * PREFETCH_AHEAD) {
+                previous.prefetch_directory(*key_hash);
             }
-            let payload = &scratch.payload;
-            let fp = payload.fingerprint();
-            out.push(Probe::Row {
-                key_hash: kh,
-                fingerprint: fp,
-                stored: previous.probe(kh, fp, full, || payload.legacy_fingerprint()),
-            });
+            if let Some(Probe::Row { key_hash, .. }) = out.get(i + PREFETCH_AHEAD) {
+                previous.prefetch(*key_hash);
+            }
+            if let Probe::Row {
+                key_hash,
+                fingerprint,
+                stored,
+            } = &mut out[i]
+            {
+                // The legacy fingerprint (rarely needed) hashes the payload again.
+                *stored = previous.probe(*key_hash, *fingerprint, full, || {
+                    self.payload(p, i, scratch);
+                    scratch.payload.legacy_fingerprint()
+                });
+            }
         }
         out
     }
 
     /// Renders row `i` of a prepared batch.
     pub fn row(&self, p: &Prepared, i: usize) -> Row {
+        let mut buf = Buf::default();
         let key = if let [only] = p.keys.as_slice() {
-            only.get(i).map(str::to_owned)
+            only.get(i, &mut buf).map(str::to_owned)
         } else {
             p.keys
                 .iter()
-                .map(|k| k.get(i))
-                .collect::<Option<Vec<&str>>>()
+                .map(|k| k.get(i, &mut buf).map(str::to_owned))
+                .collect::<Option<Vec<String>>>()
                 .map(|parts| parts.join(&KEY_SEPARATOR.to_string()))
         };
         let properties = self
@@ -362,7 +390,7 @@ impl Renderer {
             .zip(&p.props)
             .map(|((_, name, constant), col)| {
                 let v = match col {
-                    Some(c) => c.get(i).map(str::to_owned),
+                    Some(c) => c.get(i, &mut buf).map(str::to_owned),
                     None => constant.clone(),
                 };
                 (name.clone(), v)
@@ -370,7 +398,7 @@ impl Renderer {
             .collect();
         Row {
             key,
-            match_value: p.matches.get(i).map(str::to_owned),
+            match_value: p.matches.get(i, &mut buf).map(str::to_owned),
             properties,
         }
     }
@@ -401,10 +429,10 @@ impl Renderer {
         let p = self.prepare(batch)?;
         let mut scratch = Scratch::default();
         for i in 0..p.rows {
-            let Some(kh) = self.key_hash(&p, i, &mut scratch.key) else {
+            let Some(kh) = self.key_hash(&p, i, &mut scratch) else {
                 continue;
             };
-            if !self.payload(&p, i, &mut scratch.payload) {
+            if !self.payload(&p, i, &mut scratch) {
                 continue;
             }
             let fp = scratch.payload.fingerprint();
@@ -424,53 +452,6 @@ impl Renderer {
         }
         Ok(())
     }
-}
-
-/// A column as text, as the CRM receives it (HubSpot takes every property as a string).
-/// String columns are read in place; other types are cast once per batch, and types
-/// the cast does not cover (nested ones) are formatted once per batch.
-enum Text {
-    Utf8(StringArray),
-    Large(LargeStringArray),
-    View(StringViewArray),
-}
-
-impl Text {
-    fn new(col: &ArrayRef) -> Result<Self, DataFusionError> {
-        Ok(match col.data_type() {
-            DataType::Utf8 => Text::Utf8(col.as_string::<i32>().clone()),
-            DataType::LargeUtf8 => Text::Large(col.as_string::<i64>().clone()),
-            DataType::Utf8View => Text::View(col.as_string_view().clone()),
-            t if t.is_nested() => Text::Utf8(formatted(col)),
-            _ => match cast(col, &DataType::Utf8) {
-                Ok(c) => Text::Utf8(c.as_string::<i32>().clone()),
-                Err(_) => Text::Utf8(formatted(col)),
-            },
-        })
-    }
-
-    #[inline]
-    fn get(&self, i: usize) -> Option<&str> {
-        match self {
-            Text::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
-            Text::Large(a) => a.is_valid(i).then(|| a.value(i)),
-            Text::View(a) => a.is_valid(i).then(|| a.value(i)),
-        }
-    }
-}
-
-/// Arrow's display form of each value; NULL stays NULL (so does a type it cannot display).
-fn formatted(col: &ArrayRef) -> StringArray {
-    let opts = FormatOptions::default();
-    let f = ArrayFormatter::try_new(col.as_ref(), &opts).ok();
-    (0..col.len())
-        .map(|i| {
-            if col.is_null(i) {
-                return None;
-            }
-            f.as_ref().map(|f| f.value(i).to_string())
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -271,8 +271,9 @@ impl StateStore {
 
     /// (key_hash, fingerprint) of every row the sync has synced, split by
     /// [`crate::diff::previous::half`] of the key hash: what a
-    /// plan builds its lookup table from (`diff::Previous::from_halves`). SQLite reads
-    /// the two halves on two connections at once, as two ranges of its primary key.
+    /// plan builds its lookup table from (`diff::Previous::from_halves`), each sorted by
+    /// key hash. SQLite reads the two halves on two connections at once, as two ranges
+    /// of its primary key.
     pub async fn load_fingerprint_halves(
         &self,
         sync: &str,
@@ -598,7 +599,7 @@ impl StateStore {
 }
 
 /// Collects the fingerprints a backend decodes, split into the halves the lookup table
-/// is built from (`diff::Previous::from_halves`: sized once, with no rehashing).
+/// is built from (`diff::Previous::from_halves`), each in the order they arrive.
 #[derive(Default)]
 struct FingerprintSink {
     halves: [Vec<(u64, u64)>; 2],

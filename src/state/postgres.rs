@@ -75,9 +75,12 @@ pub(super) async fn load_fingerprints(
     sync: &str,
     sink: &mut FingerprintSink,
 ) -> Result<(), StateError> {
-    let mut rows = sqlx::query("SELECT key_hash, fingerprint FROM synced_rows WHERE sync = $1")
-        .bind(sync)
-        .fetch(pool);
+    // In key order, as the plan's table keeps them (`diff::Previous`): the primary key's order.
+    let mut rows = sqlx::query(
+        "SELECT key_hash, fingerprint FROM synced_rows WHERE sync = $1 ORDER BY key_hash",
+    )
+    .bind(sync)
+    .fetch(pool);
     while let Some(row) = rows.try_next().await? {
         sink.push(row.try_get(0)?, row.try_get(1)?);
     }

@@ -48,8 +48,8 @@ const LOOKUP_CHUNK: usize = 500;
 /// The two halves of a sync's fingerprints (`diff::previous::half`: the key hash's top
 /// bit, the sign of its stored i64), each a range of the primary key.
 const LOAD_FINGERPRINTS: [&CStr; 2] = [
-    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash >= 0",
-    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash < 0",
+    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash >= 0 ORDER BY key_hash",
+    c"SELECT key_hash, fingerprint FROM synced_rows WHERE sync = ?1 AND key_hash < 0 ORDER BY key_hash",
 ];
 
 /// Writes queue in-process on the single writer instead of spinning on SQLITE_BUSY;

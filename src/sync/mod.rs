@@ -154,9 +154,7 @@ pub async fn plan(
     let mut differ = Differ::with_previous(Arc::clone(&previous), full);
     while let Some(hashed) = rx.recv().await {
         let (prepared, probes) = hashed.map_err(|e| model_error(&e))?;
-        for (i, probe) in probes.into_iter().enumerate() {
-            differ.push_probe(probe, || renderer.row(&prepared, i));
-        }
+        differ.push_probes(&probes, |i| renderer.row(&prepared, i));
     }
     while let Some(done) = partitions.join_next().await {
         if let Err(e) = done
