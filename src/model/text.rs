@@ -68,10 +68,8 @@ impl Text {
                 // The same buffers as i64s: a reinterpretation, not a conversion.
                 let ticks = cast(col, &Int64)?.as_primitive::<Int64Type>().clone();
                 let per_day = ticks_per_second(*unit) * SECONDS_PER_DAY;
-                let in_range = |v: Option<i64>| {
-                    v.is_none_or(|v| (MIN_DAY..=MAX_DAY).contains(&v.div_euclid(per_day)))
-                };
-                if in_range(min(&ticks)) && in_range(max(&ticks)) {
+                let day = |t: Option<i64>| t.map(|t| t.div_euclid(per_day));
+                if days_in_range(day(min(&ticks)), day(max(&ticks))) {
                     Text::Timestamp {
                         ticks,
                         unit: *unit,
@@ -83,9 +81,7 @@ impl Text {
             }
             Date32 => {
                 let days = col.as_primitive().clone();
-                let in_range =
-                    |v: Option<i32>| v.is_none_or(|v| (MIN_DAY..=MAX_DAY).contains(&i64::from(v)));
-                if in_range(min(&days)) && in_range(max(&days)) {
+                if days_in_range(min(&days).map(i64::from), max(&days).map(i64::from)) {
                     Text::Date(days)
                 } else {
                     Text::cast(col)
@@ -133,6 +129,15 @@ impl Text {
 /// Time zone names whose offset is always zero, which the cast writes as `Z`.
 fn is_utc(tz: &str) -> bool {
     matches!(tz, "UTC" | "+00:00" | "Z")
+}
+
+/// Whether a column's least and greatest day (`None` when every value is NULL) are
+/// both within years 0 to 9999, so every value can be written directly.
+fn days_in_range(least: Option<i64>, greatest: Option<i64>) -> bool {
+    [least, greatest]
+        .into_iter()
+        .flatten()
+        .all(|d| (MIN_DAY..=MAX_DAY).contains(&d))
 }
 
 const SECONDS_PER_DAY: i64 = 86_400;
