@@ -763,28 +763,38 @@ async fn status(dir: &Path, a: &StatusArgs) -> u8 {
                 serde_json::to_string(&s).unwrap_or_else(|_| "{}".into())
             )
         } else {
-            write!(out, "{}", report::term_safe(&status_text(&s)))
+            write!(out, "{}", status_text(&s))
         };
     }
     EXIT_OK
 }
 
+/// The human status of one sync. Every value from config or the state store is made
+/// terminal-safe on its own, so the text's own line breaks survive and a value's do not.
 fn status_text(s: &SyncStatus) -> String {
+    let safe = report::term_safe;
     let when = |ms: i64| {
         chrono::DateTime::from_timestamp_millis(ms)
             .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
             .unwrap_or_default()
     };
-    let mut text = format!("{} ({} → {})\n", s.sync, s.model, s.connector);
+    let mut text = format!(
+        "{} ({} → {})\n",
+        safe(&s.sync),
+        safe(&s.model),
+        safe(&s.connector)
+    );
     match (&s.schedule, &s.next_run) {
         (Some(sched), Some(next)) => text.push_str(&format!(
-            "  schedule  {sched} ({})\n  next run  {}\n",
-            s.timezone,
+            "  schedule  {} ({})\n  next run  {}\n",
+            safe(sched),
+            safe(&s.timezone),
             next.format("%Y-%m-%d %H:%M:%S UTC")
         )),
         (Some(sched), None) => text.push_str(&format!(
-            "  schedule  {sched} ({})\n  next run  never\n",
-            s.timezone
+            "  schedule  {} ({})\n  next run  never\n",
+            safe(sched),
+            safe(&s.timezone)
         )),
         (None, _) => text.push_str("  schedule  none (runs on triggers only)\n"),
     }
@@ -799,7 +809,7 @@ fn status_text(s: &SyncStatus) -> String {
             text.push_str(&format!(
                 "  last run  #{} {} (started {}, finished {})\n            {} added, {} changed, {} removed, {} unchanged, {} invalid, {} rejected; {} API calls, {} throttled\n",
                 r.id,
-                r.status,
+                safe(&r.status),
                 when(r.started_at_ms),
                 finished,
                 c.added,
@@ -812,7 +822,7 @@ fn status_text(s: &SyncStatus) -> String {
                 c.throttled
             ));
             if let Some(e) = &r.error {
-                text.push_str(&format!("            error: {e}\n"));
+                text.push_str(&format!("            error: {}\n", safe(e)));
             }
         }
     }
@@ -822,6 +832,37 @@ fn status_text(s: &SyncStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_text_keeps_its_lines_and_escapes_values() {
+        let run = crate::state::RunRecord {
+            id: 7,
+            sync: "s".into(),
+            status: "failed".into(),
+            full: false,
+            started_at_ms: 0,
+            finished_at_ms: Some(1000),
+            counts: crate::state::RunCounts::default(),
+            error: Some("CRM said:\n\u{1b}[31mno".into()),
+        };
+        let s = SyncStatus {
+            sync: "hot\u{1b}]0;x".into(),
+            model: "m".into(),
+            connector: "hubspot".into(),
+            schedule: None,
+            timezone: "UTC".into(),
+            next_run: None,
+            last_run: Some(run),
+        };
+        let text = status_text(&s);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "hot\\u{1b}]0;x (m → hubspot)");
+        assert_eq!(lines[1], "  schedule  none (runs on triggers only)");
+        assert!(lines[2].starts_with("  last run  #7 failed"), "{text}");
+        assert_eq!(lines[4], "            error: CRM said:\\n\\u{1b}[31mno");
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(!text.contains('\u{1b}'));
+    }
 
     fn sandbox_args(args: &[&str]) -> SandboxArgs {
         let cli = Cli::try_parse_from(["handoff", "sandbox"].iter().chain(args))
