@@ -305,6 +305,35 @@ impl StateStore {
         }
     }
 
+    /// Key hashes, ascending, of the sync's stored rows the destination never gave a
+    /// record id for: a removal cannot reach those. Read through a partial index of just
+    /// those rows (migration 0003), so it costs next to nothing when there are none.
+    pub async fn without_record_id(&self, sync: &str) -> Result<Vec<u64>, StateError> {
+        // SQLite's planner, without statistics, would rather scan the sync's whole
+        // primary-key range (a second or more at 10M rows) than the partial index.
+        const SQLITE: &str = "SELECT key_hash FROM synced_rows INDEXED BY synced_rows_without_id \
+                              WHERE sync = $1 AND record_id IS NULL";
+        const POSTGRES: &str =
+            "SELECT key_hash FROM synced_rows WHERE sync = $1 AND record_id IS NULL";
+        let hashes: Vec<i64> = match &self.backend {
+            Backend::Sqlite(pools) => {
+                sqlx::query_scalar(SQLITE)
+                    .bind(sync)
+                    .fetch_all(&pools.reader)
+                    .await?
+            }
+            Backend::Postgres(pool) => {
+                sqlx::query_scalar(POSTGRES)
+                    .bind(sync)
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let mut hashes: Vec<u64> = hashes.into_iter().map(from_db).collect();
+        hashes.sort_unstable();
+        Ok(hashes)
+    }
+
     /// Records the start of a run (status `running`, started now).
     pub async fn begin_run(&self, sync: &str, full: bool) -> Result<RunId, StateError> {
         const SQL: &str = "INSERT INTO runs (sync, status, full_refresh, started_at_ms) \

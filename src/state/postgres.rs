@@ -26,6 +26,11 @@ static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
             "task_outbox",
             include_str!("../../migrations/postgres/0002_task_outbox.sql"),
         ),
+        (
+            3,
+            "synced_rows_without_id",
+            include_str!("../../migrations/postgres/0003_synced_rows_without_id.sql"),
+        ),
     ])
 });
 

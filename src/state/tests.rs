@@ -94,6 +94,7 @@ backend_tests!(
     migrations_are_idempotent,
     batch_round_trip,
     record_id_survives_an_accept_without_one,
+    rows_without_a_record_id_are_listed,
     failed_batch_leaves_nothing,
     run_lifecycle,
     recovers_interrupted_runs,
@@ -234,6 +235,48 @@ async fn record_id_survives_an_accept_without_one(db: TestDb) {
     // A new id from the destination replaces the old one.
     let rows = commit(vec![accepted("a@x.io", 7, 3, Some("rec-2"))]).await;
     assert_eq!(rows[0].record_id.as_deref(), Some("rec-2"));
+}
+
+async fn rows_without_a_record_id_are_listed(db: TestDb) {
+    let store = db.store().await;
+    let run = store.begin_run("contacts", false).await.unwrap();
+    // Hashes in both halves (top bit clear and set); every other row without an id.
+    let hashes = [u64::MAX, 3, 1 << 63, 9, i64::MAX as u64, 0];
+    let batch = BatchOutcome {
+        accepted: hashes
+            .iter()
+            .enumerate()
+            .map(|(i, &h)| {
+                let id = (i % 2 == 1).then(|| format!("rec-{i}"));
+                accepted(&format!("k{i}"), h, 1, id.as_deref())
+            })
+            .collect(),
+        ..BatchOutcome::default()
+    };
+    store.commit_batch(run, "contacts", &batch).await.unwrap();
+    let other = BatchOutcome {
+        accepted: vec![accepted("elsewhere", 5, 1, None)],
+        ..BatchOutcome::default()
+    };
+    store.commit_batch(run, "leads", &other).await.unwrap();
+    assert_eq!(
+        store.without_record_id("contacts").await.unwrap(),
+        [i64::MAX as u64, 1 << 63, u64::MAX],
+        "ascending as u64, this sync's only"
+    );
+    // An id given later takes the row off the list; removing a row does too.
+    let later = BatchOutcome {
+        accepted: vec![accepted("k0", u64::MAX, 2, Some("rec-0"))],
+        removed: vec![1 << 63],
+        ..BatchOutcome::default()
+    };
+    store.commit_batch(run, "contacts", &later).await.unwrap();
+    assert_eq!(
+        store.without_record_id("contacts").await.unwrap(),
+        [i64::MAX as u64]
+    );
+    assert_eq!(store.without_record_id("leads").await.unwrap(), [5]);
+    assert!(store.without_record_id("none").await.unwrap().is_empty());
 }
 
 async fn failed_batch_leaves_nothing(db: TestDb) {

@@ -1,6 +1,7 @@
 //! Sync runs against the sandbox over real HTTP: what travels, what is committed, what is retried.
 
 use handoff::sandbox::SandboxConfig;
+use handoff::state::{Accepted, BatchOutcome, RunCounts};
 use handoff::sync::RunOptions;
 use serde_json::json;
 
@@ -196,6 +197,65 @@ async fn a_plan_sends_and_records_nothing() {
     assert!(!plan.sample.is_empty());
     assert_eq!(f.inspect("/_sandbox/stats").await["requests"], 0);
     assert_eq!(f.sync().await.added, 30, "the plan committed nothing");
+}
+
+#[tokio::test]
+async fn a_plan_counts_removals_as_the_sync_then_sends_them() {
+    let mut rows = leads(250);
+    let f = Fixture::new(&rows).await;
+    f.sync().await;
+    // Three stored rows the CRM never gave an id for (no longer in the model either).
+    let state = f.state().await;
+    let sync_name = f.project().syncs().next().unwrap().1.name.clone();
+    let run = state.begin_run(&sync_name, false).await.unwrap();
+    let orphans = BatchOutcome {
+        accepted: (901..=903)
+            .map(|i: u32| Accepted {
+                key: i.to_string(),
+                key_hash: handoff::diff::key_hash(&i.to_string()),
+                fingerprint: 1,
+                record_id: None,
+            })
+            .collect(),
+        ..BatchOutcome::default()
+    };
+    state.commit_batch(run, &sync_name, &orphans).await.unwrap();
+    let counts = RunCounts::default();
+    state.finish_run(run, "ok", &counts, None).await.unwrap();
+    drop(state);
+    rows.retain(|l| l.id > 120);
+    f.write_leads(&rows);
+
+    let plan = f.plan().await;
+    assert_eq!((plan.removed, plan.unchanged), (123, 130), "{plan:?}");
+    assert_eq!(
+        plan.requests_planned, 2,
+        "120 removals with a record id in batches of 100; the 3 without one send nothing"
+    );
+    let removes = |s: &handoff::sync::Summary| -> Vec<String> {
+        s.sample
+            .iter()
+            .filter(|c| c.op == "remove")
+            .map(|c| c.key.clone())
+            .collect()
+    };
+    let plan_removes = removes(&plan);
+    assert_eq!(plan_removes.len(), 10, "{:?}", plan.sample);
+
+    let run = f.sync().await;
+    assert_eq!(run.status, "rejections", "{run:?}");
+    assert_eq!((run.removed, run.api_calls), (123, plan.requests_planned));
+    assert_eq!(run.rejected, 3, "the rows without a record id are reported");
+    assert_eq!(
+        removes(&run),
+        plan_removes,
+        "the plan shows what the sync shows"
+    );
+    let contacts = f.contacts().await;
+    assert!(
+        (1..=120)
+            .all(|i| contacts[&format!("lead{i}@example.com")]["nurture_status"] == "re-entered")
+    );
 }
 
 #[tokio::test]
