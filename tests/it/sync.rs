@@ -223,14 +223,14 @@ async fn a_plan_counts_removals_as_the_sync_then_sends_them() {
     let counts = RunCounts::default();
     state.finish_run(run, "ok", &counts, None).await.unwrap();
     drop(state);
-    rows.retain(|l| l.id > 120);
+    rows.retain(|l| l.id > 100);
     f.write_leads(&rows);
 
     let plan = f.plan().await;
-    assert_eq!((plan.removed, plan.unchanged), (123, 130), "{plan:?}");
+    assert_eq!((plan.removed, plan.unchanged), (103, 150), "{plan:?}");
     assert_eq!(
-        plan.requests_planned, 2,
-        "120 removals with a record id in batches of 100; the 3 without one send nothing"
+        plan.requests_planned, 1,
+        "100 removals with a record id in batches of 100; the 3 without one send nothing"
     );
     let removes = |s: &handoff::sync::Summary| -> Vec<String> {
         s.sample
@@ -244,7 +244,7 @@ async fn a_plan_counts_removals_as_the_sync_then_sends_them() {
 
     let run = f.sync().await;
     assert_eq!(run.status, "rejections", "{run:?}");
-    assert_eq!((run.removed, run.api_calls), (123, plan.requests_planned));
+    assert_eq!((run.removed, run.api_calls), (103, plan.requests_planned));
     assert_eq!(run.rejected, 3, "the rows without a record id are reported");
     assert_eq!(
         removes(&run),
@@ -253,7 +253,7 @@ async fn a_plan_counts_removals_as_the_sync_then_sends_them() {
     );
     let contacts = f.contacts().await;
     assert!(
-        (1..=120)
+        (1..=100)
             .all(|i| contacts[&format!("lead{i}@example.com")]["nurture_status"] == "re-entered")
     );
 }
