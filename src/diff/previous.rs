@@ -253,6 +253,17 @@ impl FromIterator<(u64, u64)> for Previous {
 mod tests {
     use super::*;
 
+    /// Every pair is found with its fingerprint, each in a slot of its own.
+    fn assert_finds_each_in_its_own_slot(p: &Previous, pairs: &[(u64, u64)]) {
+        let mut slots = std::collections::HashSet::new();
+        for &(k, fp) in pairs {
+            let (slot, got) = p.get(k).unwrap_or_else(|| panic!("key {k} lost"));
+            assert_eq!(got, fp);
+            assert!(slot < p.slot_count());
+            assert!(slots.insert(slot), "two keys share slot {slot}");
+        }
+    }
+
     #[test]
     fn finds_every_key_and_only_those() {
         // Sequential keys (one crowded bucket), zero, u64::MAX and the first key of half 1.
@@ -261,13 +272,7 @@ mod tests {
         pairs.push((1 << 63, 6));
         let p = Previous::from_pairs(pairs.clone());
         assert_eq!(p.len(), pairs.len());
-        let mut slots = std::collections::HashSet::new();
-        for &(k, fp) in &pairs {
-            let (slot, got) = p.get(k).unwrap_or_else(|| panic!("key {k} lost"));
-            assert_eq!(got, fp);
-            assert!(slot < p.slot_count());
-            assert!(slots.insert(slot), "two keys share slot {slot}");
-        }
+        assert_finds_each_in_its_own_slot(&p, &pairs);
         for k in 1000..3000u64 {
             assert_eq!(p.get(k), None);
         }
@@ -299,15 +304,11 @@ mod tests {
         let all: Vec<(u64, u64)> = halves.concat();
         let p = Previous::from_halves(halves);
         assert_eq!(p.len(), all.len());
-        let mut slots = std::collections::HashSet::new();
-        for &(k, fp) in &all {
-            let (slot, got) = p.get(k).unwrap_or_else(|| panic!("key {k} lost"));
-            assert_eq!(got, fp);
-            assert!(slot < p.slot_count());
-            assert!(slots.insert(slot), "two keys share slot {slot}");
+        for &(k, _) in &all {
             p.prefetch_directory(k);
             p.prefetch(k);
         }
+        assert_finds_each_in_its_own_slot(&p, &all);
         for k in 500_001..600_000u64 {
             assert_eq!(p.get(k.wrapping_mul(0x2545_F491_4F6C_DD1D)), None);
         }

@@ -290,32 +290,23 @@ mod tests {
         let mut r = rng();
         let mut values: Vec<Option<i64>> = vec![Some(i64::MIN), Some(i64::MAX), Some(0), None];
         values.extend((0..10_000).map(|_| Some(r.random::<i64>() >> r.random_range(0..64))));
-        let ints = |f: fn(i64) -> i64| values.iter().map(|v| v.map(f)).collect::<Vec<_>>();
+        // Each integer type gets the same values, wrapped to its width.
+        macro_rules! narrowed {
+            ($array:ty, $t:ty) => {
+                Arc::new(<$array>::from_iter(
+                    values.iter().map(|v| v.map(|v| v as $t)),
+                )) as ArrayRef
+            };
+        }
         let cols: Vec<ArrayRef> = vec![
-            Arc::new(Int64Array::from(ints(|v| v))),
-            Arc::new(Int32Array::from_iter(
-                ints(|v| v as i32 as i64)
-                    .iter()
-                    .map(|v| v.map(|v| v as i32)),
-            )),
-            Arc::new(Int16Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as i16)),
-            )),
-            Arc::new(Int8Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as i8)),
-            )),
-            Arc::new(UInt64Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as u64)),
-            )),
-            Arc::new(UInt32Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as u32)),
-            )),
-            Arc::new(UInt16Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as u16)),
-            )),
-            Arc::new(UInt8Array::from_iter(
-                ints(|v| v).iter().map(|v| v.map(|v| v as u8)),
-            )),
+            narrowed!(Int64Array, i64),
+            narrowed!(Int32Array, i32),
+            narrowed!(Int16Array, i16),
+            narrowed!(Int8Array, i8),
+            narrowed!(UInt64Array, u64),
+            narrowed!(UInt32Array, u32),
+            narrowed!(UInt16Array, u16),
+            narrowed!(UInt8Array, u8),
             Arc::new(BooleanArray::from(vec![Some(true), None, Some(false)])),
         ];
         for col in cols {
